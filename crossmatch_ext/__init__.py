@@ -1,0 +1,5 @@
+"""CrossMatch semi-supervised segmentation for MONAI: networks, losses, engines, transforms, data and metrics."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
