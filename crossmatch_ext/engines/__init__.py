@@ -1,1 +1,16 @@
-"""engines."""
+"""Engines: the paired labeled/unlabeled loader, the CrossMatch trainer and the threshold schedules."""
+
+from __future__ import annotations
+
+from .loaders import CrossMatchLoader
+from .schedules import ConstantThreshold, OfficialRampThreshold, sigmoid_rampup
+from .trainer import CrossMatchTrainer, unwrap_network
+
+__all__ = [
+    "ConstantThreshold",
+    "CrossMatchLoader",
+    "CrossMatchTrainer",
+    "OfficialRampThreshold",
+    "sigmoid_rampup",
+    "unwrap_network",
+]

@@ -1,0 +1,337 @@
+"""The CrossMatch training step as a MONAI ``SupervisedTrainer``.
+
+One iteration follows the authors' current code (official CrossMatch, LA and ACDC ``train_cross_match.py``):
+
+1. no-grad teacher passes on the "mix" batch: a plain forward (P1) giving the pseudo-label pasted into the CutMix
+   box of the clean targets, and a feature-perturbed forward (P2) giving the pseudo-labels pasted into the box of
+   the weak- and strong-FP targets. As in the authors' code, P2 runs on ``[labeled; mix]`` so that its batch
+   statistics match theirs (the labeled half's output is unused);
+2. CutMix of the two strong views: inside box ``k`` strong view ``k`` is replaced by the mix image's strong view;
+3. gradient pass P3 on ``[labeled; weak view]`` with the weak view's features perturbed weakly and strongly;
+4. gradient pass P4 on ``[strong view 1; strong view 2]`` with strong view 2's features perturbed;
+5. the nine loss terms of :class:`~crossmatch_ext.losses.CrossMatchLoss`, one backward, one optimizer step.
+
+In P3 and P4 the clean features of a view and its perturbed copies are stacked in the batch dimension, so the
+decoder runs once per input batch (see :class:`~crossmatch_ext.networks.FeaturePerturbedNetwork`). Every pass goes
+through the network's ``forward``, so ``DistributedDataParallel`` can wrap the network.
+
+Choices where this differs from the authors' code (each documented, and switchable where it changes results):
+
+* ``teacher_mode="train"`` (default, authors' code since Dec 2025) runs the no-grad mix passes in train mode
+  (dropout active, batch-statistics BN); ``"eval"`` reproduces the paper-era code (eval-mode backbone, feature
+  perturbation still applied so that the perturbed pseudo-labels exist).
+* The authors' feature-perturbation dropout is never switched off (it sits in a plain list); ours is a registered
+  module, so evaluation is deterministic; during training it is active exactly where theirs is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+import torch
+import torch.nn as nn
+from ignite.engine import Events
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import IterationEvents
+from monai.utils import CommonKeys as Keys
+
+from crossmatch_ext.losses import CrossMatchLoss, PseudoLabel
+
+from .schedules import ConstantThreshold
+
+__all__ = ["CrossMatchTrainer", "unwrap_network"]
+
+_AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def unwrap_network(network: nn.Module) -> nn.Module:
+    """The module inside ``DistributedDataParallel`` / ``DataParallel`` / ``torch.compile`` wrappers."""
+    while True:
+        if isinstance(network, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            network = network.module
+        elif hasattr(network, "_orig_mod"):
+            network = network._orig_mod  # type: ignore[assignment]
+        else:
+            return network
+
+
+def _tensor(value: Any, device: torch.device, non_blocking: bool) -> torch.Tensor:
+    """Move a (Meta)Tensor to ``device`` as a plain tensor (no metadata tracking on the hot path)."""
+    if hasattr(value, "as_tensor"):
+        value = value.as_tensor()
+    if not isinstance(value, torch.Tensor):
+        value = torch.as_tensor(value)
+    return value.to(device, non_blocking=non_blocking)
+
+
+class CrossMatchTrainer(SupervisedTrainer):
+    """Semi-supervised CrossMatch trainer.
+
+    Args:
+        device: where the step runs (``cuda`` when there is a GPU).
+        max_epochs: number of epochs; ignored (derived) when ``max_iterations`` is given.
+        train_data_loader: a :class:`~crossmatch_ext.engines.CrossMatchLoader` (or, with ``supervised_only``, a
+            plain loader of labeled batches).
+        network: a :class:`~crossmatch_ext.networks.FeaturePerturbedNetwork`, possibly wrapped in
+            ``DistributedDataParallel``.
+        optimizer: the optimizer of the network's parameters.
+        loss_function: a :class:`~crossmatch_ext.losses.CrossMatchLoss` (its supervised term is used alone with
+            ``supervised_only``; a plain loss ``f(logits, labels)`` is accepted in that mode).
+        confidence_threshold: a float or a schedule ``f(iteration) -> float`` (see
+            :mod:`crossmatch_ext.engines.schedules`).
+        teacher_mode: ``"train"`` or ``"eval"``: the mode of the no-grad passes on the mix batch.
+        supervised_only: train on the labeled batch only (the baseline rows of the paper's tables).
+        max_iterations: stop after exactly this many steps (the authors count in iterations).
+        amp_dtype: ``"bfloat16"`` or ``"float16"``: the autocast type when ``amp=True`` on CUDA (a gradient scaler is
+            used with float16). AMP is ignored on CPU.
+        image_key, label_key: keys of the labeled images / labels and of the unlabeled weak view.
+        strong_keys: keys of the two strong views of an unlabeled item.
+        box_keys: keys of the two CutMix boxes of an unlabeled item.
+        kwargs: every other ``SupervisedTrainer`` argument (``train_handlers``, ``postprocessing``,
+            ``key_train_metric``, ``amp``, ...).
+
+    Raises:
+        ValueError: for an unknown ``teacher_mode`` or ``amp_dtype``, or a network without ``perturbed`` passes.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        network: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_function: Callable,
+        confidence_threshold: float | Callable[[int], float] = 0.95,
+        teacher_mode: str = "train",
+        supervised_only: bool = False,
+        max_iterations: int | None = None,
+        amp_dtype: str = "bfloat16",
+        image_key: str = "image",
+        label_key: str = "label",
+        strong_keys: Sequence[str] = ("image_s1", "image_s2"),
+        box_keys: Sequence[str] = ("cutmix_box_s1", "cutmix_box_s2"),
+        **kwargs: Any,
+    ) -> None:
+        if teacher_mode not in ("train", "eval"):
+            raise ValueError(f"teacher_mode must be 'train' or 'eval', got {teacher_mode!r}.")
+        if amp_dtype not in _AMP_DTYPES:
+            raise ValueError(f"amp_dtype must be one of {sorted(_AMP_DTYPES)}, got {amp_dtype!r}.")
+        inner = unwrap_network(network)
+        if not supervised_only and not (hasattr(inner, "network") and hasattr(inner, "perturbation")):
+            raise ValueError(
+                "CrossMatchTrainer needs a crossmatch_ext.networks.FeaturePerturbedNetwork (network + feature "
+                f"perturbation) as `network`, got {type(inner).__name__}."
+            )
+        epoch_length = kwargs.pop("epoch_length", None)
+        if epoch_length is None:
+            try:
+                epoch_length = len(train_data_loader)  # type: ignore[arg-type]
+            except TypeError:
+                epoch_length = None
+        if max_iterations is not None:
+            if epoch_length is None:
+                raise ValueError("max_iterations needs a loader with a length or an explicit epoch_length.")
+            max_epochs = max(1, math.ceil(int(max_iterations) / int(epoch_length)))
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            train_data_loader=train_data_loader,
+            network=network,
+            optimizer=optimizer,
+            loss_function=loss_function,
+            epoch_length=epoch_length,
+            **kwargs,
+        )
+        self.confidence_threshold = (
+            confidence_threshold if callable(confidence_threshold) else ConstantThreshold(float(confidence_threshold))
+        )
+        self.teacher_mode = teacher_mode
+        self.supervised_only = bool(supervised_only)
+        self.max_iterations = None if max_iterations is None else int(max_iterations)
+        self.amp_dtype = _AMP_DTYPES[amp_dtype]
+        self.image_key, self.label_key = image_key, label_key
+        self.strong_keys = tuple(strong_keys)
+        self.box_keys = tuple(box_keys)
+        self._grad_scaler: torch.amp.GradScaler | None = None
+        if hasattr(train_data_loader, "set_epoch") and not isinstance(train_data_loader, torch.utils.data.DataLoader):
+            self.add_event_handler(Events.EPOCH_STARTED, lambda engine: train_data_loader.set_epoch(engine.state.epoch))
+        if self.max_iterations is not None:
+            self.add_event_handler(Events.ITERATION_COMPLETED(once=self.max_iterations), lambda e: e.terminate())
+
+    # ----------------------------------------------------------------------------------------------------------
+    def _autocast(self) -> Any:
+        device = torch.device(self.state.device) if self.state.device is not None else torch.device("cpu")
+        if self.amp and device.type == "cuda":
+            return torch.autocast("cuda", dtype=self.amp_dtype)
+        return nullcontext()
+
+    def _scaler(self) -> torch.amp.GradScaler | None:
+        if not (self.amp and self.amp_dtype == torch.float16 and torch.device(self.state.device).type == "cuda"):
+            return None
+        if self._grad_scaler is None:
+            self._grad_scaler = torch.amp.GradScaler("cuda")
+        return self._grad_scaler
+
+    @contextmanager
+    def _teacher(self, network: nn.Module) -> Any:
+        """No-grad context for the mix passes, in the configured mode; restores train mode afterwards."""
+        inner = unwrap_network(network)
+        if self.teacher_mode == "eval":
+            inner.network.eval()
+            inner.perturbation.train()  # the perturbed pseudo-labels must still be perturbed
+        else:
+            network.train()
+        with torch.no_grad(), self._autocast():
+            yield
+        network.train()
+
+    def _backward_and_step(self, engine: CrossMatchTrainer, loss: torch.Tensor) -> None:
+        scaler = self._scaler()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            scaler.step(engine.optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.optimizer.step()
+
+    def _labeled(self, engine: CrossMatchTrainer, batch: Mapping) -> tuple[Any, Any]:
+        image, label = engine.prepare_batch(batch, engine.state.device, engine.non_blocking, **engine.to_kwargs)[:2]
+        if label is None:
+            raise ValueError(f"the labeled batch has no '{self.label_key}' entry (keys: {sorted(batch)}).")
+        return image, label
+
+    # ----------------------------------------------------------------------------------------------------------
+    def _iteration(self, engine: CrossMatchTrainer, batchdata: dict[str, Any]) -> dict:  # type: ignore[override]
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        if self.supervised_only or "unlabeled" not in batchdata:
+            if not self.supervised_only:
+                raise ValueError(
+                    "CrossMatchTrainer expects batches {'labeled', 'unlabeled', 'mix'} from a CrossMatchLoader; "
+                    f"got keys {sorted(batchdata)}. Use supervised_only=True to train on labeled batches alone."
+                )
+            return self._supervised_iteration(engine, batchdata.get("labeled", batchdata))
+        return self._crossmatch_iteration(engine, batchdata)
+
+    def _supervised_iteration(self, engine: CrossMatchTrainer, batch: Mapping) -> dict:
+        image, label = self._labeled(engine, batch)
+        engine.state.batch = batch
+        engine.state.output = {Keys.IMAGE: image, Keys.LABEL: label}
+        loss_function = engine.loss_function
+        supervised = loss_function.supervised if isinstance(loss_function, CrossMatchLoss) else loss_function
+        engine.network.train()
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        with self._autocast():
+            pred = engine.inferer(image, engine.network)
+            engine.state.output[Keys.PRED] = pred
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            loss = supervised(pred, label).mean()
+        engine.state.output[Keys.LOSS] = loss
+        engine.state.output["loss_supervised"] = loss.detach()
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        self._backward_and_step(engine, loss)
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
+
+    def _crossmatch_iteration(self, engine: CrossMatchTrainer, batchdata: Mapping) -> dict:
+        device, non_blocking = engine.state.device, engine.non_blocking
+        labeled_batch = batchdata["labeled"]
+        unlabeled, mix = batchdata["unlabeled"], batchdata.get("mix")
+        image, label = self._labeled(engine, labeled_batch)
+        # MONAI decollates engine.state.batch for postprocessing and metrics: it must be the labeled batch only.
+        engine.state.batch = labeled_batch
+        x = _tensor(image, device, non_blocking)
+        y = _tensor(label, device, non_blocking)
+        weak = _tensor(unlabeled[self.image_key], device, non_blocking)
+        strong1 = _tensor(unlabeled[self.strong_keys[0]], device, non_blocking)
+        strong2 = _tensor(unlabeled[self.strong_keys[1]], device, non_blocking)
+        num_labeled, num_unlabeled = x.shape[0], weak.shape[0]
+        threshold = float(self.confidence_threshold(engine.state.iteration))
+        network = engine.network
+
+        boxes: list[torch.Tensor | None] = [None, None]
+        mix_teacher = mix_weak_fp = mix_strong_fp = None
+        if mix is not None:
+            mix_weak = _tensor(mix[self.image_key], device, non_blocking)
+            if mix_weak.shape[0] != num_unlabeled:
+                raise ValueError(
+                    f"the mix batch has {mix_weak.shape[0]} items but the unlabeled batch {num_unlabeled}: use the "
+                    "same batch size and drop_last=True for both loaders."
+                )
+            for k, key in enumerate(self.box_keys):
+                box = _tensor(unlabeled[key], device, non_blocking)
+                boxes[k] = box[:, 0] if box.ndim == weak.ndim else box  # (B, *spatial)
+            # P1 and P2: pseudo-labels of the mix image, no gradient.
+            with self._teacher(network):
+                mix_teacher = PseudoLabel.from_logits(network(mix_weak))
+                out = network(torch.cat([x, mix_weak]), perturbed=num_unlabeled)
+                _, _, mix_weak_fp_logits, mix_strong_fp_logits = out.split(
+                    [num_labeled, num_unlabeled, num_unlabeled, num_unlabeled]
+                )
+                mix_weak_fp = PseudoLabel.from_logits(mix_weak_fp_logits)
+                mix_strong_fp = PseudoLabel.from_logits(mix_strong_fp_logits)
+            # CutMix of the strong views (the box broadcast over channels).
+            mix_strong = [_tensor(mix[key], device, non_blocking) for key in self.strong_keys]
+            strong1 = torch.where(boxes[0].unsqueeze(1).bool(), mix_strong[0], strong1)
+            strong2 = torch.where(boxes[1].unsqueeze(1).bool(), mix_strong[1], strong2)
+
+        engine.state.output = {Keys.IMAGE: image, Keys.LABEL: label}
+        network.train()
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        with self._autocast():
+            # P3: labeled + weak view, weak view feature-perturbed; P4: both strong views, view 2 perturbed.
+            out = network(torch.cat([x, weak]), perturbed=num_unlabeled)
+            pred_x, pred_weak, pred_weak_wfp, pred_weak_sfp = out.split(
+                [num_labeled, num_unlabeled, num_unlabeled, num_unlabeled]
+            )
+            out = network(torch.cat([strong1, strong2]), perturbed=num_unlabeled)
+            pred_s1, pred_s2, pred_s2_wfp, pred_s2_sfp = out.split([num_unlabeled] * 4)
+        engine.state.output[Keys.PRED] = pred_x
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+
+        teacher = PseudoLabel.from_logits(pred_weak)
+        weak_fp = PseudoLabel.from_logits(pred_weak_wfp)
+        strong_fp = PseudoLabel.from_logits(pred_weak_sfp)
+        if mix_teacher is not None:
+            teacher_mixed1 = teacher.mixed(boxes[0], mix_teacher)
+            teacher_mixed2 = teacher.mixed(boxes[1], mix_teacher)
+            weak_fp_mixed2 = weak_fp.mixed(boxes[1], mix_weak_fp)  # type: ignore[arg-type]
+            strong_fp_mixed2 = strong_fp.mixed(boxes[1], mix_strong_fp)  # type: ignore[arg-type]
+        else:
+            teacher_mixed1 = teacher_mixed2 = teacher
+            weak_fp_mixed2, strong_fp_mixed2 = weak_fp, strong_fp
+
+        terms = engine.loss_function(
+            labeled_logits=pred_x,
+            labels=y,
+            strong1_logits=pred_s1,
+            strong2_logits=pred_s2,
+            weak_view_weak_fp_logits=pred_weak_wfp,
+            weak_view_strong_fp_logits=pred_weak_sfp,
+            strong2_weak_fp_logits=pred_s2_wfp,
+            strong2_strong_fp_logits=pred_s2_sfp,
+            teacher=teacher,
+            teacher_mixed1=teacher_mixed1,
+            teacher_mixed2=teacher_mixed2,
+            weak_fp_mixed2=weak_fp_mixed2,
+            strong_fp_mixed2=strong_fp_mixed2,
+            threshold=threshold,
+        )
+        loss = terms["loss"]
+        engine.state.output[Keys.LOSS] = loss
+        for name, value in terms.items():
+            if name != "loss":
+                engine.state.output[name] = value.detach()
+        engine.state.output["confidence_threshold"] = torch.tensor(threshold)
+        engine.state.output["mask_ratio"] = teacher.valid(threshold).float().mean()
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        self._backward_and_step(engine, loss)
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output

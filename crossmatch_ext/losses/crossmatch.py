@@ -1,0 +1,180 @@
+"""The CrossMatch objective: supervised, image-perturbation and knowledge-distillation terms.
+
+Symbols of the paper and the names used here:
+
+* ``Lx`` (supervised): ``(CE + Dice) / 2`` on the labeled batch.
+* ``Ls1``, ``Ls2`` (image perturbation): the students on the two strong views (CutMix-ed) against the teacher's
+  pseudo-label of the weak view (box region taken from the mix image's teacher prediction).
+* ``L_tkd`` (teacher distillation, 4 terms): the weakly and strongly feature-perturbed decoders of the weak view
+  (``p_ww``, ``p_ws``) against the teacher, and those of the second strong view (``p_sw``, ``p_ss``) against the
+  CutMix-ed teacher.
+* ``L_dkd`` (decoder distillation, 2 terms): ``p_sw`` against the weakly perturbed decoder of the weak view and
+  ``p_ss`` against its strongly perturbed decoder (each a "teaching assistant" of the same perturbation strength).
+* ``Lkd = (1 - eta) * mean(L_tkd) + eta * mean(L_dkd)``.
+
+Every unsupervised term is the confidence-masked Dice of :mod:`crossmatch_ext.losses.dice`, with the target
+confidence thresholded by the current threshold.
+
+Total loss, per weighting preset:
+
+* ``"la"`` (authors' current LA code): ``0.5 Lx + 0.25 mean(Ls1, Ls2) + 0.5 Lkd``;
+* ``"acdc"`` (authors' current ACDC code): ``0.5 Lx + 0.25 mean(Ls1, Ls2) + 0.25 Lkd``;
+* ``"paper"`` (the code the paper's tables came from, May 2024): ``(Lx + 0.5 Ls1 + 0.5 Ls2 + Lkd) / 3``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+
+from .dice import MaskedDiceLoss, SupervisedLoss
+
+__all__ = ["LOSS_WEIGHT_PRESETS", "CrossMatchLoss", "PseudoLabel"]
+
+#: (supervised, image perturbation on mean(Ls1, Ls2), distillation) weights of each preset.
+LOSS_WEIGHT_PRESETS: dict[str, tuple[float, float, float]] = {
+    "la": (0.5, 0.25, 0.5),
+    "acdc": (0.5, 0.25, 0.25),
+    "paper": (1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0),
+}
+
+
+class PseudoLabel(NamedTuple):
+    """A hard pseudo-label and its confidence (max softmax probability), both without gradient."""
+
+    label: torch.Tensor
+    confidence: torch.Tensor
+
+    @classmethod
+    def from_logits(cls, logits: torch.Tensor) -> PseudoLabel:
+        """Arg-max label and max-softmax confidence of ``(B, C, *spatial)`` logits (detached)."""
+        probabilities = torch.softmax(logits.detach().float(), dim=1)
+        confidence, label = probabilities.max(dim=1)
+        return cls(label, confidence)
+
+    def mixed(self, box: torch.Tensor | None, other: PseudoLabel) -> PseudoLabel:
+        """This pseudo-label with the CutMix ``box`` region (``(B, *spatial)``, 1 inside) taken from ``other``."""
+        if box is None:
+            return self
+        inside = box.bool()
+        return PseudoLabel(
+            torch.where(inside, other.label, self.label), torch.where(inside, other.confidence, self.confidence)
+        )
+
+    def valid(self, threshold: float) -> torch.Tensor:
+        """Voxels whose confidence reaches ``threshold``."""
+        return self.confidence >= threshold
+
+
+class CrossMatchLoss(nn.Module):
+    """All nine CrossMatch loss terms and their weighted sum.
+
+    Args:
+        dice: the confidence-masked Dice (foreground-only for LA, all classes for ACDC).
+        weighting: ``"la"``, ``"acdc"`` or ``"paper"`` (see the module docstring); explicit weights below override it.
+        eta: weight of the decoder-distillation terms inside ``Lkd`` (the paper's eta, 0.3).
+        supervised_weight: weight of ``Lx`` (default from ``weighting``).
+        image_weight: weight of ``mean(Ls1, Ls2)`` (default from ``weighting``).
+        distillation_weight: weight of ``Lkd`` (default from ``weighting``).
+
+    Raises:
+        ValueError: for an unknown ``weighting`` or ``eta`` outside [0, 1].
+    """
+
+    def __init__(
+        self,
+        dice: MaskedDiceLoss,
+        weighting: str = "la",
+        eta: float = 0.3,
+        supervised_weight: float | None = None,
+        image_weight: float | None = None,
+        distillation_weight: float | None = None,
+    ) -> None:
+        super().__init__()
+        if weighting not in LOSS_WEIGHT_PRESETS:
+            raise ValueError(f"weighting must be one of {sorted(LOSS_WEIGHT_PRESETS)}, got {weighting!r}.")
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"eta must lie in [0, 1], got {eta}.")
+        preset = LOSS_WEIGHT_PRESETS[weighting]
+        self.weighting = weighting
+        self.eta = float(eta)
+        self.supervised_weight = preset[0] if supervised_weight is None else float(supervised_weight)
+        self.image_weight = preset[1] if image_weight is None else float(image_weight)
+        self.distillation_weight = preset[2] if distillation_weight is None else float(distillation_weight)
+        self.dice = dice
+        self.supervised = SupervisedLoss(dice)
+
+    def forward(
+        self,
+        *,
+        labeled_logits: torch.Tensor,
+        labels: torch.Tensor,
+        strong1_logits: torch.Tensor,
+        strong2_logits: torch.Tensor,
+        weak_view_weak_fp_logits: torch.Tensor,
+        weak_view_strong_fp_logits: torch.Tensor,
+        strong2_weak_fp_logits: torch.Tensor,
+        strong2_strong_fp_logits: torch.Tensor,
+        teacher: PseudoLabel,
+        teacher_mixed1: PseudoLabel,
+        teacher_mixed2: PseudoLabel,
+        weak_fp_mixed2: PseudoLabel,
+        strong_fp_mixed2: PseudoLabel,
+        threshold: float,
+    ) -> dict[str, torch.Tensor]:
+        """Compute every term.
+
+        Args:
+            labeled_logits: student logits of the labeled batch.
+            labels: ground truth of the labeled batch.
+            strong1_logits: student logits of strong view 1 (CutMix-ed with box 1).
+            strong2_logits: student logits of strong view 2 (CutMix-ed with box 2), clean features.
+            weak_view_weak_fp_logits: the weak view decoded from weakly perturbed features (``p_ww``).
+            weak_view_strong_fp_logits: the weak view decoded from strongly perturbed features (``p_ws``).
+            strong2_weak_fp_logits: strong view 2 from weakly perturbed features (``p_sw``).
+            strong2_strong_fp_logits: strong view 2 from strongly perturbed features (``p_ss``).
+            teacher: pseudo-label of the clean weak view.
+            teacher_mixed1: ``teacher`` with box 1 taken from the mix image's teacher.
+            teacher_mixed2: ``teacher`` with box 2 taken from the mix image's teacher.
+            weak_fp_mixed2: the weak-FP pseudo-label of the weak view, box 2 from the mix image's weak FP.
+            strong_fp_mixed2: the strong-FP pseudo-label of the weak view, box 2 from the mix image's strong FP.
+            threshold: the confidence threshold of this step.
+
+        Returns:
+            ``loss`` (the weighted total) and every term: ``loss_supervised``, ``loss_strong1``, ``loss_strong2``,
+            ``loss_teacher_kd`` (mean of 4), ``loss_decoder_kd`` (mean of 2), ``loss_kd``, and the individual
+            distillation terms ``kd_teacher_ww``, ``kd_teacher_ws``, ``kd_teacher_sw``, ``kd_teacher_ss``,
+            ``kd_decoder_sw``, ``kd_decoder_ss``.
+        """
+
+        def masked(logits: torch.Tensor, target: PseudoLabel) -> torch.Tensor:
+            return self.dice(logits, target.label, target.valid(threshold))
+
+        terms: dict[str, torch.Tensor] = {
+            "loss_supervised": self.supervised(labeled_logits, labels),
+            "loss_strong1": masked(strong1_logits, teacher_mixed1),
+            "loss_strong2": masked(strong2_logits, teacher_mixed2),
+            "kd_teacher_ww": masked(weak_view_weak_fp_logits, teacher),
+            "kd_teacher_ws": masked(weak_view_strong_fp_logits, teacher),
+            "kd_teacher_sw": masked(strong2_weak_fp_logits, teacher_mixed2),
+            "kd_teacher_ss": masked(strong2_strong_fp_logits, teacher_mixed2),
+            "kd_decoder_sw": masked(strong2_weak_fp_logits, weak_fp_mixed2),
+            "kd_decoder_ss": masked(strong2_strong_fp_logits, strong_fp_mixed2),
+        }
+        teacher_kd = (
+            terms["kd_teacher_ww"] + terms["kd_teacher_ws"] + terms["kd_teacher_sw"] + terms["kd_teacher_ss"]
+        ) / 4.0
+        decoder_kd = (terms["kd_decoder_sw"] + terms["kd_decoder_ss"]) / 2.0
+        distillation = (1.0 - self.eta) * teacher_kd + self.eta * decoder_kd
+        image = (terms["loss_strong1"] + terms["loss_strong2"]) / 2.0
+        terms["loss_teacher_kd"] = teacher_kd
+        terms["loss_decoder_kd"] = decoder_kd
+        terms["loss_kd"] = distillation
+        terms["loss"] = (
+            self.supervised_weight * terms["loss_supervised"]
+            + self.image_weight * image
+            + self.distillation_weight * distillation
+        )
+        return terms
