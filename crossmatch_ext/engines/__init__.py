@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .builders import build_train_loader, loss_terms
+from .handlers import TrainingProgressBar
 from .loaders import CrossMatchLoader
 from .schedules import ConstantThreshold, OfficialRampThreshold, sigmoid_rampup
 from .trainer import CrossMatchTrainer, unwrap_network
@@ -11,6 +13,9 @@ __all__ = [
     "CrossMatchLoader",
     "CrossMatchTrainer",
     "OfficialRampThreshold",
+    "TrainingProgressBar",
+    "build_train_loader",
+    "loss_terms",
     "sigmoid_rampup",
     "unwrap_network",
 ]

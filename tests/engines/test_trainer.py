@@ -1,0 +1,187 @@
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.engines import SupervisedTrainer
+from torch.utils.data import DataLoader
+
+from crossmatch_ext.engines import CrossMatchLoader, CrossMatchTrainer
+from crossmatch_ext.losses import CrossMatchLoss, MaskedDiceLoss, SupervisedLoss
+from crossmatch_ext.networks import FeaturePerturbation, FeaturePerturbedNetwork, UNet
+
+SIZE = 32
+
+
+def _blobs(n: int, seed: int) -> list[dict]:
+    """2D images with one bright disc (label 1) in noise."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
+    items = []
+    for _ in range(n):
+        cy, cx = torch.randint(8, SIZE - 8, (2,), generator=g)
+        r = torch.randint(4, 8, (1,), generator=g)
+        label = (((yy - cy) ** 2 + (xx - cx) ** 2) <= r**2).long()
+        image = label.float() + 0.3 * torch.randn(SIZE, SIZE, generator=g)
+        items.append({"image": image[None], "label": label[None]})
+    return items
+
+
+def _unlabeled(n: int, seed: int) -> list[dict]:
+    g = torch.Generator().manual_seed(seed + 100)
+    items = []
+    for item in _blobs(n, seed):
+        image = item["image"]
+        box1 = torch.zeros(1, SIZE, SIZE)
+        box1[:, 4:20, 6:18] = 1
+        items.append(
+            {
+                "image": image,
+                "image_s1": image + 0.2 * torch.randn(image.shape, generator=g),
+                "image_s2": image * 1.3,
+                "cutmix_box_s1": box1,
+                "cutmix_box_s2": torch.zeros(1, SIZE, SIZE),
+            }
+        )
+    return items
+
+
+def _network(seed: int = 0, dropout=(0.0,) * 5) -> FeaturePerturbedNetwork:
+    torch.manual_seed(seed)
+    net = UNet(1, 2, features=(4, 8, 8, 16, 16), dropout=dropout)
+    return FeaturePerturbedNetwork(net, FeaturePerturbation(0.5, spatial_dims=2))
+
+
+def _loader(batch: int = 2, n: int = 6) -> CrossMatchLoader:
+    return CrossMatchLoader(
+        DataLoader(_blobs(n, 1), batch_size=batch, shuffle=True, drop_last=True),
+        DataLoader(_unlabeled(n, 2), batch_size=batch, shuffle=True, drop_last=True),
+        DataLoader(_unlabeled(n, 3), batch_size=batch, shuffle=True, drop_last=True),
+    )
+
+
+def _trainer(network, loader, **kwargs) -> CrossMatchTrainer:
+    kwargs.setdefault("optimizer", torch.optim.Adam(network.parameters(), lr=1e-2))
+    return CrossMatchTrainer(
+        device="cpu",
+        max_epochs=1,
+        train_data_loader=loader,
+        network=network,
+        loss_function=CrossMatchLoss(MaskedDiceLoss(classes=[1]), weighting="la"),
+        confidence_threshold=0.6,
+        **kwargs,
+    )
+
+
+class _Recording(FeaturePerturbedNetwork):
+    """Keeps every forward output (with retained gradient when it has one)."""
+
+    def __init__(self, inner: FeaturePerturbedNetwork) -> None:
+        super().__init__(inner.network, inner.perturbation)
+        self.outputs: list[tuple[torch.Tensor, int]] = []
+        self.modes: list[tuple[bool, bool]] = []
+
+    def forward(self, x, perturbed: int = 0):
+        self.modes.append((self.network.training, self.perturbation.training))
+        out = super().forward(x, perturbed)
+        if out.requires_grad:
+            out.retain_grad()
+        self.outputs.append((out, perturbed))
+        return out
+
+
+def test_gradient_reaches_exactly_the_students_not_the_teacher():
+    net = _Recording(_network())
+    trainer = _trainer(net, _loader(), max_iterations=1)
+    trainer.run()
+    assert len(net.outputs) == 4  # P1, P2 (no grad), P3, P4
+    (p1, _), (p2, _), (p3, _), (p4, _) = net.outputs
+    assert not p1.requires_grad and not p2.requires_grad
+    b = 2
+
+    def has_grad(rows: torch.Tensor) -> bool:
+        return bool(rows.abs().sum() > 0)
+
+    g3 = p3.grad.split([b, b, b, b])  # labeled, weak view (teacher), weak FP, strong FP
+    assert has_grad(g3[0]) and has_grad(g3[2]) and has_grad(g3[3])
+    assert not has_grad(g3[1]), "the clean weak view is the teacher and must not be trained"
+    for rows in p4.grad.split([b] * 4):  # strong 1, strong 2, strong 2 weak FP, strong 2 strong FP
+        assert has_grad(rows)
+    out = trainer.state.output
+    for key in ("loss_supervised", "loss_strong1", "loss_strong2", "loss_kd", "kd_teacher_ww", "kd_decoder_ss",
+                "mask_ratio", "confidence_threshold"):
+        assert key in out[0]
+    assert 0.0 <= out[0]["mask_ratio"] <= 1.0
+
+
+def test_stacked_decoder_equals_separate_decodes_with_the_same_masks():
+    fpn = _network(dropout=(0.0,) * 5)
+    fpn.network.eval()  # batch-independent BN, so stacking cannot mix samples
+    fpn.perturbation.train()
+    captured = {}
+    fpn.perturbation.register_forward_hook(lambda m, i, o: captured.update(weak=o[0], strong=o[1]))
+    x = torch.randn(3, 1, SIZE, SIZE)
+    with torch.no_grad():
+        stacked = fpn(x, perturbed=2)
+        features = fpn.network.encode(x)
+        clean = fpn.network.decode(features, head_dropout=False)
+        weak = fpn.network.decode(captured["weak"], head_dropout=False)
+        strong = fpn.network.decode(captured["strong"], head_dropout=False)
+    assert stacked.shape[0] == 3 + 2 + 2
+    torch.testing.assert_close(stacked[:3], clean, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(stacked[3:5], weak, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(stacked[5:7], strong, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(weak, strong)
+
+
+def test_a_few_steps_reduce_the_loss():
+    torch.manual_seed(0)
+    net = _network(seed=1)
+    losses: list[float] = []
+    trainer = _trainer(net, _loader(batch=2, n=8), max_iterations=24)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output[0]["loss"])))
+    trainer.run()
+    assert len(losses) == 24
+    assert sum(losses[-4:]) / 4 < 0.8 * sum(losses[:4]) / 4
+
+
+def test_supervised_only_matches_a_plain_supervised_trainer_step():
+    batch = next(iter(DataLoader(_blobs(2, 5), batch_size=2)))
+    fpn = _network(seed=3)
+    plain = copy.deepcopy(fpn.network)
+    loss = SupervisedLoss(MaskedDiceLoss(classes=[1]))
+    ours = CrossMatchTrainer(
+        device="cpu", max_epochs=1, train_data_loader=[batch], network=fpn,
+        optimizer=torch.optim.SGD(fpn.parameters(), lr=0.1), loss_function=CrossMatchLoss(MaskedDiceLoss(classes=[1])),
+        supervised_only=True,
+    )
+    reference = SupervisedTrainer(
+        device="cpu", max_epochs=1, train_data_loader=[batch], network=plain,
+        optimizer=torch.optim.SGD(plain.parameters(), lr=0.1), loss_function=loss,
+    )
+    ours.run()
+    reference.run()
+    assert ours.state.output[0]["loss"] == pytest.approx(reference.state.output[0]["loss"], abs=1e-6)
+    for a, b in zip(fpn.network.state_dict().values(), plain.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_eval_teacher_mode_keeps_perturbation_and_restores_train_mode():
+    net = _Recording(_network(dropout=(0.0,) * 5))
+    trainer = _trainer(net, _loader(), max_iterations=1, teacher_mode="eval")
+    trainer.run()
+    modes = net.modes
+    assert modes[:2] == [(False, True), (False, True)]  # P1, P2
+    assert modes[2:] == [(True, True), (True, True)]  # P3, P4
+
+
+def test_invalid_configuration_is_reported():
+    with pytest.raises(ValueError, match="FeaturePerturbedNetwork"):
+        _trainer(UNet(1, 2), _loader())
+    with pytest.raises(ValueError, match="teacher_mode"):
+        _trainer(_network(), _loader(), teacher_mode="student")
+    trainer = _trainer(_network(), [next(iter(DataLoader(_blobs(2, 1), batch_size=2)))])
+    with pytest.raises(ValueError, match="supervised_only"):
+        trainer.run()
