@@ -1,1 +1,50 @@
-"""data."""
+"""Data: the HDF5 reader, LA / ACDC data lists for every supported layout, and synthetic datasets."""
+
+from __future__ import annotations
+
+from .datalists import (
+    ACDC_LAYOUTS,
+    LA_LAYOUTS,
+    acdc_datalists,
+    case_id_from_path,
+    detect_acdc_layout,
+    detect_la_layout,
+    la_datalists,
+    patient_id,
+    read_id_list,
+)
+from .folders import INFERENCE_PATTERNS, image_folder_datalist
+from .loading import LAYOUTS, load_transforms
+from .readers import H5Reader, list_h5_datasets
+
+_SYNTHETIC = ("make_acdc_case", "make_la_case", "write_acdc_dataset", "write_la_dataset")
+
+
+def __getattr__(name: str):  # the generator is imported on first use, so `python -m ...synthetic` runs cleanly
+    if name in _SYNTHETIC:
+        from . import synthetic
+
+        return getattr(synthetic, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+__all__ = [
+    "ACDC_LAYOUTS",
+    "INFERENCE_PATTERNS",
+    "LAYOUTS",
+    "LA_LAYOUTS",
+    "H5Reader",
+    "acdc_datalists",
+    "case_id_from_path",
+    "detect_acdc_layout",
+    "detect_la_layout",
+    "image_folder_datalist",
+    "la_datalists",
+    "list_h5_datasets",
+    "load_transforms",
+    "make_acdc_case",
+    "make_la_case",
+    "patient_id",
+    "read_id_list",
+    "write_acdc_dataset",
+    "write_la_dataset",
+]

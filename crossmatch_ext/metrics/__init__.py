@@ -1,1 +1,35 @@
-"""metrics."""
+"""Metrics with the semi-supervised segmentation literature's definitions (medpy 0.5) on MONAI's surface utilities."""
+
+from __future__ import annotations
+
+from .handlers import CaseMetricsHandler, MetricsReport, case_id_from_item
+from .reporting import format_summary, metric_columns, summarize, summarize_by_class, write_metrics_csv
+from .surface import (
+    DEFAULT_METRICS,
+    DISTANCE_METRICS,
+    EMPTY_POLICIES,
+    METRIC_DEFINITIONS,
+    SUPPORTED_METRICS,
+    CaseMetrics,
+    compute_per_class_metrics,
+    compute_segmentation_metrics,
+)
+
+__all__ = [
+    "DEFAULT_METRICS",
+    "DISTANCE_METRICS",
+    "EMPTY_POLICIES",
+    "METRIC_DEFINITIONS",
+    "SUPPORTED_METRICS",
+    "CaseMetrics",
+    "CaseMetricsHandler",
+    "MetricsReport",
+    "case_id_from_item",
+    "compute_per_class_metrics",
+    "compute_segmentation_metrics",
+    "format_summary",
+    "metric_columns",
+    "summarize",
+    "summarize_by_class",
+    "write_metrics_csv",
+]
