@@ -22,6 +22,11 @@ Choices where this differs from the authors' code (each documented, and switchab
   perturbation still applied so that the perturbed pseudo-labels exist).
 * The authors' feature-perturbation dropout is never switched off (it sits in a plain list); ours is a registered
   module, so evaluation is deterministic; during training it is active exactly where theirs is.
+* The authors' 3D CutMix box is written with its axes reversed (the slice axis is clipped); the boxes here come
+  from :class:`~crossmatch_ext.transforms.RandCutMixBoxd` with correct axes (``legacy_axis_order=True`` restores
+  the bug).
+* The authors' LA 16-label unlabeled list overlaps the labeled one; the data lists of
+  :mod:`crossmatch_ext.data.datalists` use the true complement. Neither choice lives in this step.
 """
 
 from __future__ import annotations

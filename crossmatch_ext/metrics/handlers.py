@@ -307,6 +307,7 @@ class MetricsReport:
         table = format_summary(
             self.summary, by_class, title=f"{self.metric_name}: {num_cases} cases -> {self.files['cases']}"
         )
-        self.logger.info("\n" + table)
         if self.print_summary:
             print(table, flush=True)
+        else:
+            self.logger.info("\n" + table)
