@@ -1,4 +1,4 @@
-"""Data: the HDF5 reader, LA / ACDC data lists for every supported layout, and synthetic datasets."""
+"""Data: the HDF5 reader, LA / ACDC data lists for every supported layout, slice datasets and synthetic datasets."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from .datalists import (
 from .folders import INFERENCE_PATTERNS, image_folder_datalist
 from .loading import LAYOUTS, load_transforms
 from .readers import H5Reader, list_h5_datasets
+from .slices import HDF5_SUFFIXES, ReorderHDF5Stackd, VolumeSliceDataset, is_hdf5_source
 
 _SYNTHETIC = ("make_acdc_case", "make_la_case", "write_acdc_dataset", "write_la_dataset")
 
@@ -29,15 +30,19 @@ def __getattr__(name: str):  # the generator is imported on first use, so `pytho
 
 __all__ = [
     "ACDC_LAYOUTS",
+    "HDF5_SUFFIXES",
     "INFERENCE_PATTERNS",
     "LAYOUTS",
     "LA_LAYOUTS",
     "H5Reader",
+    "ReorderHDF5Stackd",
+    "VolumeSliceDataset",
     "acdc_datalists",
     "case_id_from_path",
     "detect_acdc_layout",
     "detect_la_layout",
     "image_folder_datalist",
+    "is_hdf5_source",
     "la_datalists",
     "list_h5_datasets",
     "load_transforms",

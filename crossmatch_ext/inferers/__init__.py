@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from .slices import RESIZE_MODES, ResizedSliceInferer, resize_slices, zoom_nearest_indices
 from .sliding import StridedSlidingWindowInferer
 
-__all__ = ["StridedSlidingWindowInferer"]
+__all__ = [
+    "RESIZE_MODES",
+    "ResizedSliceInferer",
+    "StridedSlidingWindowInferer",
+    "resize_slices",
+    "zoom_nearest_indices",
+]
