@@ -48,11 +48,13 @@ def build_train_loader(
     num_workers: int = 0,
     cutmix: bool = True,
     seed: int = 0,
+    mix_replacement: bool = False,
 ) -> CrossMatchLoader | DataLoader:
     """The training loader of a bundle.
 
     ``mode="crossmatch"`` returns a :class:`CrossMatchLoader` over the labeled set, the unlabeled set and a "mix"
-    loader drawing from the unlabeled set with replacement (the authors' CutMix source); ``"supervised"`` returns a
+    loader over the unlabeled set in its own random order (the authors' CutMix source: a second shuffled pass without
+    replacement, independent of the unlabeled loader's); ``"supervised"`` returns a
     plain shuffled loader of labeled batches. Under ``torch.distributed`` every loader gets a
     ``DistributedSampler`` (the mix loader one with its own epoch offset), so each process sees its own shard.
 
@@ -65,6 +67,8 @@ def build_train_loader(
         num_workers: DataLoader workers per loader.
         cutmix: build the mix loader (``False`` trains without CutMix).
         seed: seed of the distributed samplers' shuffling.
+        mix_replacement: draw the mix batches with replacement instead of as a shuffled pass over the unlabeled
+            set (without replacement, as the authors' code does).
 
     Returns:
         The loader to give the trainer.
@@ -88,7 +92,11 @@ def build_train_loader(
     unlabeled_loader = _loader(unlabeled, ubs, num_workers, sampler(unlabeled))
     mix_loader = None
     if cutmix:
-        mix_sampler = sampler(unlabeled) or RandomSampler(unlabeled, replacement=True, num_samples=len(unlabeled))  # type: ignore[arg-type]
+        mix_sampler = sampler(unlabeled) or RandomSampler(
+            unlabeled,  # type: ignore[arg-type]
+            replacement=bool(mix_replacement),
+            num_samples=len(unlabeled) if mix_replacement else None,  # type: ignore[arg-type]
+        )
         mix_loader = _loader(unlabeled, ubs, num_workers, mix_sampler)
     return CrossMatchLoader(labeled_loader, unlabeled_loader, mix_loader)
 

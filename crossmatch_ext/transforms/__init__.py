@@ -1,13 +1,20 @@
-"""Transforms MONAI lacks for CrossMatch: CutMix boxes and independent strong views of one crop."""
+"""Transforms MONAI lacks for CrossMatch: CutMix boxes, independent strong views of one crop, and the authors'
+intensity and slice-resize operations where MONAI has no exact counterpart."""
 
 from __future__ import annotations
 
 from .components import KeepLargestComponentd, keep_largest_component
 from .cutmix import RandCutMixBoxd, StrongViewsd, sample_cutmix_box
+from .intensity import QuantizeIntensity, QuantizeIntensityd, RandSignedGamma
+from .spatial import ResizeSliced
 
 __all__ = [
     "KeepLargestComponentd",
+    "QuantizeIntensity",
+    "QuantizeIntensityd",
     "RandCutMixBoxd",
+    "RandSignedGamma",
+    "ResizeSliced",
     "StrongViewsd",
     "keep_largest_component",
     "sample_cutmix_box",
