@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .builders import build_train_loader, loss_terms
-from .handlers import TrainingProgressBar
+from .handlers import TrainingLog, TrainingProgressBar
 from .loaders import CrossMatchLoader
 from .schedules import ConstantThreshold, OfficialRampThreshold, sigmoid_rampup
 from .trainer import CrossMatchTrainer, unwrap_network
@@ -13,6 +13,7 @@ __all__ = [
     "CrossMatchLoader",
     "CrossMatchTrainer",
     "OfficialRampThreshold",
+    "TrainingLog",
     "TrainingProgressBar",
     "build_train_loader",
     "loss_terms",

@@ -8,7 +8,7 @@ from typing import Any
 from ignite.engine import Engine, Events
 from tqdm.auto import tqdm
 
-__all__ = ["TrainingProgressBar"]
+__all__ = ["TrainingLog", "TrainingProgressBar"]
 
 
 class TrainingProgressBar:
@@ -55,3 +55,72 @@ class TrainingProgressBar:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+class TrainingLog:
+    """Machine-readable training log: one JSON line per logged iteration and per validation.
+
+    Lines look like ``{"event": "train", "iteration": 50, "wall_time": ..., "loss": ..., "mask_ratio": ...}`` and
+    ``{"event": "validation", "iteration": 1000, "wall_time": ..., "val_mean_dice": ...}``: validations are stamped
+    with the trainer's iteration (TensorBoard's validation step is the trainer's epoch, too coarse for curves).
+    The file is appended to, so a resumed run continues the same log; each line is flushed when written.
+
+    Args:
+        path: the ``.jsonl`` file (its folder is created).
+        output_transform: maps ``engine.state.output`` to ``{name: float}`` (e.g. ``crossmatch_ext.engines.loss_terms``).
+        interval: log the training terms every this many iterations (the first iteration is always logged).
+        validator: the evaluator whose metrics are logged after each of its runs (optional).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        output_transform: Callable[[Any], dict[str, float]],
+        interval: int = 10,
+        validator: Engine | None = None,
+    ) -> None:
+        if int(interval) < 1:
+            raise ValueError(f"TrainingLog interval must be a positive number of iterations, got {interval}.")
+        self.path = str(path)
+        self.output_transform = output_transform
+        self.interval = int(interval)
+        self.validator = validator
+        self._trainer: Engine | None = None
+
+    def attach(self, engine: Engine) -> None:
+        import os
+
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self._trainer = engine
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._train)
+        if self.validator is not None:
+            self.validator.add_event_handler(Events.EPOCH_COMPLETED, self._validation)
+
+    def _write(self, record: dict[str, Any]) -> None:
+        import json
+        import math
+        import time
+
+        record["wall_time"] = time.time()
+        safe = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+        with open(self.path, "a", encoding="utf-8") as stream:
+            stream.write(json.dumps(safe) + "\n")
+
+    def _train(self, engine: Engine) -> None:
+        iteration = engine.state.iteration
+        if iteration != 1 and iteration % self.interval != 0:
+            return
+        values = self.output_transform(engine.state.output)
+        record: dict[str, Any] = {"event": "train", "iteration": iteration}
+        record.update({k: float(v) for k, v in values.items()})
+        self._write(record)
+
+    def _validation(self, validator: Engine) -> None:
+        iteration = self._trainer.state.iteration if self._trainer is not None else None
+        record: dict[str, Any] = {"event": "validation", "iteration": iteration}
+        for name, value in validator.state.metrics.items():
+            try:
+                record[name] = float(value)
+            except (TypeError, ValueError):
+                continue
+        self._write(record)
