@@ -1,0 +1,766 @@
+"""Train and evaluate a bundle on real scans in both modes (CrossMatch and supervised-only) and compare them.
+
+Every run goes through MONAI's bundle CLI (``python -m monai.bundle run training`` with the bundle's own
+``train.yaml``, then the ``train.yaml`` + ``evaluate.yaml`` merge on the evaluation list), with the same labeled
+cases, iterations, seed and evaluation for both modes. Outputs, in ``--out``:
+
+* ``results.json``: per protocol, mode and seed the per-case metrics (per class for ACDC), their mean ± std over
+  cases, wall time and seconds per iteration; per mode the mean ± std over seeds; the CrossMatch − supervised gain;
+  the exact config overrides of every run and the commands;
+* ``curves.png``: loss terms, share of confident pixels and validation Dice against iteration, both modes;
+* ``overlays.png``: image, ground truth, supervised and CrossMatch predictions on a few validation slices;
+* ``<mode>_seed<k>/``: each run's bundle outputs (``models/``, ``eval/`` with ``training_log.jsonl`` and the
+  metric CSVs) and its ``train.log`` / ``eval.log``.
+
+A run whose evaluation summary exists is not repeated (``--force`` repeats it), so an interrupted benchmark
+continues where it stopped.
+
+Protocols (``--protocol``), sized for a CPU (about an hour per CrossMatch run on a 2-core machine):
+
+* ``acdc``: the 3 labeled patients of ``train_3_label.list`` (both frames), every other ``train.list`` volume
+  unlabeled, slices resized to 128x128, batch 4 labeled + 4 unlabeled (+4 mix), 2000 iterations, the authors'
+  recipe otherwise; evaluated per volume on ``val.list`` (final weights, medpy metrics in pixels, 128x128
+  order-0 resize as the authors' test script).
+* ``la``: the 8 labeled cases of ``train_8_label.list``, the rest of ``train.list`` unlabeled, volumes resampled
+  to 1.25 mm (half the 0.625 mm grid), 64x64x32 crops (128x128x64 at full resolution: most crops hold atrium),
+  batch 2+2(+2), a poly schedule over the run; evaluated on ``val.list`` with a strided sliding window at 1.25 mm
+  whose probabilities are resampled to the original grid, final weights, medpy metrics in voxels of 0.625 mm.
+
+``--reproduce la8|la16|acdc3|acdc7`` runs the paper's setting (full-size patches, the authors' iteration counts)
+for several seeds and prints our mean ± std beside the paper's row. It is sized for a GPU: on a CPU it states the
+expected time and stops unless ``--yes`` is given.
+
+Examples::
+
+    python benchmarks/real_data.py --protocol acdc --data ../shared/data/acdc --seeds 0 1
+    python benchmarks/real_data.py --protocol la --data ../shared/data/la --seeds 0 1 --jobs 2 --device cuda
+    python benchmarks/real_data.py --reproduce acdc3 --data /data/ACDC --eval-list test.list --seeds 0 1 2
+    python benchmarks/real_data.py --protocol acdc --out runs/real_data/acdc --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLES = {"la": REPO / "bundles" / "crossmatch_la", "acdc": REPO / "bundles" / "crossmatch_acdc"}
+MODES = ("crossmatch", "supervised")
+METRICS = ("dice", "jaccard", "hd95", "asd")
+ACDC_CLASSES = {"1": "RV", "2": "Myo", "3": "LV"}
+
+
+@dataclass
+class Protocol:
+    """One experimental setting: a bundle, its config overrides and how to read the result."""
+
+    name: str
+    bundle: str
+    description: str
+    overrides: dict[str, Any]
+    eval_overrides: dict[str, Any] = field(default_factory=dict)
+    paper: dict[str, dict[str, float]] | None = None  # {"crossmatch": {...}, "supervised": {...}} in percent / voxels
+    minutes_gpu: float | None = None  # expected minutes per CrossMatch run on one current GPU
+    hours_cpu: float | None = None  # expected hours per CrossMatch run on a 2-core CPU
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "acdc": Protocol(
+        name="acdc",
+        bundle="acdc",
+        description=(
+            "ACDC CPU-scale: 3 labeled patients (train_3_label.list), all other train.list volumes unlabeled, "
+            "slices resized to 128x128 (order-0), batch 4+4(+4), 2000 iterations, SGD 0.01 poly; evaluated per "
+            "volume on the evaluation list, final weights, medpy metrics in pixels, mean of RV/Myo/LV"
+        ),
+        overrides={
+            "num_labeled_patients": 3,
+            "image_size": [128, 128],
+            "batch_size": 4,
+            "num_iterations": 2000,
+            "val_interval": 250,
+            "log_interval": 10,
+        },
+        minutes_gpu=2.0,
+        hours_cpu=1.5,
+    ),
+    "la": Protocol(
+        name="la",
+        bundle="la",
+        description=(
+            "LA CPU-scale: 8 labeled cases (train_8_label.list), the rest of train.list unlabeled, volumes "
+            "resampled to 1.25 mm, 64x64x32 crops, batch 2+2(+2), 1000 iterations, AdamW 1e-3 poly over the run; "
+            "evaluated on the evaluation list with a 64x64x32 sliding window (strides 16/16/4) at 1.25 mm, "
+            "probabilities resampled to the 0.625 mm grid, final weights, medpy metrics in voxels"
+        ),
+        overrides={
+            "num_labeled": 8,
+            "downsample": 0.5,
+            "patch_size": [64, 64, 32],
+            "batch_size": 2,
+            "num_iterations": 1000,
+            "lr_decay_iterations": 1000,
+            "val_interval": 250,
+            "log_interval": 10,
+            "eval_protocol": "paper",
+            "eval_strides": [16, 16, 4],
+            "sw_batch_size": 4,
+        },
+        minutes_gpu=3.0,
+        hours_cpu=1.0,
+    ),
+    # The paper's settings (Table 1 / Table 2: final weights, medpy, LA voxels / ACDC pixels, their test sets).
+    "la8": Protocol(
+        name="la8",
+        bundle="la",
+        description="paper LA 8 labeled (10 %): 112x112x80 crops, batch 2+2(+2), 14000 iterations (authors' code)",
+        overrides={"num_labeled": 8, "val_interval": 2000, "log_interval": 50},
+        paper={"crossmatch": {"dice": 91.33, "jaccard": 84.11, "hd95": 5.29, "asd": 1.53},
+               "supervised": {"dice": 79.99, "jaccard": 68.12, "hd95": 21.11, "asd": 5.48}},
+        minutes_gpu=20.0,
+        hours_cpu=130.0,
+    ),
+    "la16": Protocol(
+        name="la16",
+        bundle="la",
+        description="paper LA 16 labeled (20 %): 112x112x80 crops, batch 2+2(+2), 14000 iterations (authors' code)",
+        overrides={"num_labeled": 16, "val_interval": 2000, "log_interval": 50},
+        paper={"crossmatch": {"dice": 91.61, "jaccard": 84.57, "hd95": 5.36, "asd": 1.57},
+               "supervised": {"dice": 86.03, "jaccard": 76.06, "hd95": 14.26, "asd": 3.51}},
+        minutes_gpu=20.0,
+        hours_cpu=130.0,
+    ),
+    "acdc3": Protocol(
+        name="acdc3",
+        bundle="acdc",
+        description="paper ACDC 3 labeled patients (5 %): 256x256 slices, batch 12+12(+12), 30000 iterations",
+        overrides={"num_labeled_patients": 3, "val_interval": 3000, "log_interval": 50},
+        paper={"crossmatch": {"dice": 88.27, "jaccard": 80.17, "hd95": 1.53, "asd": 0.46},
+               "supervised": {"dice": 47.83, "jaccard": 37.01, "hd95": 31.16, "asd": 12.62}},
+        minutes_gpu=30.0,
+        hours_cpu=190.0,
+    ),
+    "acdc7": Protocol(
+        name="acdc7",
+        bundle="acdc",
+        description="paper ACDC 7 labeled patients (10 %): 256x256 slices, batch 12+12(+12), 30000 iterations",
+        overrides={"num_labeled_patients": 7, "val_interval": 3000, "log_interval": 50},
+        paper={"crossmatch": {"dice": 89.08, "jaccard": 81.44, "hd95": 1.52, "asd": 0.52},
+               "supervised": {"dice": 79.41, "jaccard": 68.11, "hd95": 9.35, "asd": 2.70}},
+        minutes_gpu=30.0,
+        hours_cpu=190.0,
+    ),
+}
+REPRODUCIBLE = ("la8", "la16", "acdc3", "acdc7")
+
+
+# ------------------------------------------------------------------------------------------------ commands
+def _cli_value(value: Any) -> str:
+    """A config override as MONAI's CLI (python-fire) reads it: Python literals, capitalised booleans."""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_cli_value(v) for v in value) + "]"
+    return str(value)
+
+
+def _override_args(overrides: dict[str, Any]) -> list[str]:
+    args: list[str] = []
+    for key, value in overrides.items():
+        args += [f"--{key}", _cli_value(value)]
+    return args
+
+
+@dataclass
+class Run:
+    protocol: Protocol
+    mode: str
+    seed: int
+    folder: Path
+    overrides: dict[str, Any]
+    eval_overrides: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return f"{self.protocol.name} {self.mode} seed {self.seed}"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.folder / "eval"
+
+    @property
+    def training_log(self) -> Path:
+        return self.output_dir / "training_log.jsonl"
+
+    @property
+    def summary_file(self) -> Path:
+        return self.output_dir / "metrics_summary.csv"
+
+    def _config(self, *names: str) -> str:
+        files = [str(BUNDLES[self.protocol.bundle] / "configs" / n) for n in names]
+        return files[0] if len(files) == 1 else "[" + ",".join(repr(f) for f in files) + "]"
+
+    def _common(self) -> list[str]:
+        configs = BUNDLES[self.protocol.bundle] / "configs"
+        return ["--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf")]
+
+    def train_command(self) -> list[str]:
+        return [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", self._config("train.yaml"),
+                *self._common(), *_override_args(self.overrides)]
+
+    def eval_command(self) -> list[str]:
+        merged = {**self.overrides, **self.eval_overrides}
+        return [sys.executable, "-m", "monai.bundle", "run", "--config_file",
+                self._config("train.yaml", "evaluate.yaml"), *self._common(), *_override_args(merged)]
+
+
+def make_runs(protocol: Protocol, args: argparse.Namespace, data: Path, out: Path) -> list[Run]:
+    runs = []
+    for seed in args.seeds:
+        for mode in args.modes:
+            folder = out / f"{mode}_seed{seed}"
+            overrides: dict[str, Any] = dict(protocol.overrides)
+            if args.iterations is not None:
+                overrides["num_iterations"] = args.iterations
+                if "lr_decay_iterations" in overrides:
+                    overrides["lr_decay_iterations"] = args.iterations
+                overrides["val_interval"] = max(1, min(int(overrides.get("val_interval", args.iterations)),
+                                                       args.iterations))
+            overrides.update(
+                {
+                    "dataset_dir": str(data),
+                    "ckpt_dir": str(folder / "models"),
+                    "output_dir": str(folder / "eval"),
+                    "seed": seed,
+                    "mode": mode,
+                    "validation_list": args.eval_list,
+                }
+            )
+            if args.num_workers is not None:
+                overrides["num_workers"] = args.num_workers
+            if args.device is not None:
+                overrides["device"] = f"$torch.device({args.device!r})"
+                overrides["amp"] = args.device.startswith("cuda") and not args.no_amp
+            elif args.no_amp:
+                overrides["amp"] = False
+            for item in args.set or []:
+                key, _, value = item.partition("=")
+                if not key or not _:
+                    raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+                overrides[key] = value
+            runs.append(Run(protocol, mode, seed, folder, overrides, dict(protocol.eval_overrides)))
+    return runs
+
+
+# ------------------------------------------------------------------------------------------------ running
+class Progress:
+    """Prints one status line per active run every ``interval`` seconds (iteration, loss, s/iter, ETA)."""
+
+    def __init__(self, interval: float = 30.0) -> None:
+        self.interval = interval
+        self.active: dict[str, tuple[Run, str, float]] = {}
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def set(self, run: Run, stage: str | None) -> None:
+        with self.lock:
+            if stage is None:
+                self.active.pop(run.label, None)
+            else:
+                self.active[run.label] = (run, stage, time.time())
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self.lock:
+                items = list(self.active.values())
+            for run, stage, started in items:
+                print(f"  [{time.strftime('%H:%M:%S')}] {run.label}: {stage}{_train_status(run, started)}", flush=True)
+
+
+def _read_log(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line being written
+    return records
+
+
+def _train_status(run: Run, started: float) -> str:
+    train = [r for r in _read_log(run.training_log) if r.get("event") == "train"]
+    if not train:
+        return ""
+    last = train[-1]
+    total = int(run.overrides["num_iterations"])
+    it = int(last["iteration"])
+    text = f" iteration {it}/{total}, loss {last.get('loss', float('nan')):.4f}"
+    if len(train) >= 2 and it > int(train[0]["iteration"]):
+        rate = (last["wall_time"] - train[0]["wall_time"]) / (it - int(train[0]["iteration"]))
+        text += f", {rate:.3f} s/it, ~{rate * (total - it) / 60:.1f} min left"
+    return text
+
+
+def _run_logged(command: list[str], log: Path, env: dict[str, str]) -> tuple[int, float]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    with open(log, "w", encoding="utf-8") as stream:
+        stream.write("$ " + " ".join(shlex.quote(c) for c in command) + "\n")
+        stream.flush()
+        proc = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, cwd=str(REPO), env=env, check=False)
+    return proc.returncode, time.time() - start
+
+
+def execute(run: Run, progress: Progress, force: bool, threads: int | None) -> dict[str, Any]:
+    """Train (unless final weights exist) and evaluate one run; returns its timing record."""
+    timing_file = run.folder / "timing.json"
+    timing: dict[str, Any] = json.loads(timing_file.read_text()) if timing_file.exists() and not force else {}
+    env = dict(os.environ)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    final_weights = run.folder / "models" / "model.pt"
+    if force or not final_weights.exists():
+        if run.training_log.exists():
+            run.training_log.unlink()  # a fresh training run: the log restarts with it
+        progress.set(run, "training")
+        rc, seconds = _run_logged(run.train_command(), run.folder / "train.log", env)
+        if rc != 0 or not final_weights.exists():
+            progress.set(run, None)
+            raise RuntimeError(f"{run.label}: training failed (exit {rc}); see {run.folder / 'train.log'}")
+        timing["train_wall_s"] = seconds
+    if force or not run.summary_file.exists():
+        progress.set(run, "evaluating")
+        rc, seconds = _run_logged(run.eval_command(), run.folder / "eval.log", env)
+        progress.set(run, None)
+        if rc != 0 or not run.summary_file.exists():
+            raise RuntimeError(f"{run.label}: evaluation failed (exit {rc}); see {run.folder / 'eval.log'}")
+        timing["eval_wall_s"] = seconds
+    progress.set(run, None)
+    timing_file.write_text(json.dumps(timing, indent=1))
+    return timing
+
+
+def execute_all(runs: list[Run], jobs: int, force: bool, threads: int | None) -> None:
+    progress = Progress()
+    progress.start()
+    pending = list(runs)
+    errors: list[str] = []
+    lock = threading.Lock()
+    done = [0]
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not pending:
+                    return
+                run = pending.pop(0)
+            print(f"[{time.strftime('%H:%M:%S')}] start {run.label} -> {run.folder}", flush=True)
+            try:
+                timing = execute(run, progress, force, threads)
+                with lock:
+                    done[0] += 1
+                    print(f"[{time.strftime('%H:%M:%S')}] done {run.label} ({done[0]}/{len(runs)}): "
+                          f"{json.dumps({k: round(v, 1) for k, v in timing.items()})}", flush=True)
+            except Exception as error:  # keep the other runs going; report at the end
+                with lock:
+                    errors.append(str(error))
+                print(f"[{time.strftime('%H:%M:%S')}] FAILED {error}", flush=True)
+
+    threads_list = [threading.Thread(target=worker) for _ in range(max(1, jobs))]
+    for t in threads_list:
+        t.start()
+    for t in threads_list:
+        t.join()
+    progress.stop()
+    if errors:
+        raise SystemExit("some runs failed:\n  " + "\n  ".join(errors))
+
+
+# ------------------------------------------------------------------------------------------------ results
+def _mean_std(values: list[float]) -> dict[str, float | int]:
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    if not finite:
+        return {"mean": float("nan"), "std": float("nan"), "n": 0}
+    std = statistics.stdev(finite) if len(finite) > 1 else 0.0
+    return {"mean": statistics.fmean(finite), "std": std, "n": len(finite)}
+
+
+def read_cases(run: Run) -> dict[str, Any]:
+    """Per-case (ACDC: per volume and class) metrics of a run, and their means over cases."""
+    rows = list(csv.DictReader(open(run.output_dir / "metrics.csv", encoding="utf-8")))
+    cases: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        values = {m: float(row[m]) for m in METRICS if m in row and row[m] != ""}
+        if "class" in row and row["class"] != "":
+            cases.setdefault(row["case"], {})[ACDC_CLASSES.get(row["class"], row["class"])] = values
+        else:
+            cases[row["case"]] = values
+    per_case_mean: dict[str, dict[str, float]] = {}
+    for case, entry in cases.items():
+        if all(isinstance(v, dict) for v in entry.values()) and any(k in ACDC_CLASSES.values() for k in entry):
+            per_case_mean[case] = {m: statistics.fmean(entry[c][m] for c in entry if m in entry[c]) for m in METRICS}
+        else:
+            per_case_mean[case] = entry
+    summary = {m: _mean_std([v[m] for v in per_case_mean.values() if m in v]) for m in METRICS}
+    by_class: dict[str, Any] = {}
+    for name in ACDC_CLASSES.values():
+        values = [entry[name] for entry in cases.values() if name in entry]
+        if values:
+            by_class[name] = {m: _mean_std([v[m] for v in values]) for m in METRICS}
+    return {"cases": cases, "case_means": per_case_mean, "summary": summary, "by_class": by_class}
+
+
+def _s_per_iteration(run: Run) -> float | None:
+    train = [r for r in _read_log(run.training_log) if r.get("event") == "train"]
+    if len(train) < 2 or train[-1]["iteration"] <= train[0]["iteration"]:
+        return None
+    return (train[-1]["wall_time"] - train[0]["wall_time"]) / (train[-1]["iteration"] - train[0]["iteration"])
+
+
+def collect(runs: list[Run], protocol: Protocol, data: Path, args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "protocol": protocol.name,
+        "description": protocol.description,
+        "bundle": str(BUNDLES[protocol.bundle].relative_to(REPO)),
+        "dataset_dir": str(data),
+        "evaluation_list": args.eval_list,
+        "checkpoint_rule": "final weights (models/model.pt)",
+        "units": "ACDC: pixels (medpy, no spacing); LA: voxels of the original grid (medpy, no spacing)",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "host": {"python": sys.version.split()[0], "cpu_count": os.cpu_count()},
+        "runs": [],
+        "modes": {},
+    }
+    try:
+        import torch
+
+        results["host"]["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            results["host"]["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    for run in runs:
+        if not run.summary_file.exists():
+            continue
+        metrics = read_cases(run)
+        timing_file = run.folder / "timing.json"
+        timing = json.loads(timing_file.read_text()) if timing_file.exists() else {}
+        record = {
+            "mode": run.mode,
+            "seed": run.seed,
+            "folder": str(run.folder),
+            "overrides": run.overrides,
+            "eval_overrides": run.eval_overrides,
+            "train_command": " ".join(shlex.quote(c) for c in run.train_command()),
+            "eval_command": " ".join(shlex.quote(c) for c in run.eval_command()),
+            "train_wall_s": timing.get("train_wall_s"),
+            "eval_wall_s": timing.get("eval_wall_s"),
+            "s_per_iteration": _s_per_iteration(run),
+            **metrics,
+        }
+        results["runs"].append(record)
+    for mode in MODES:
+        records = [r for r in results["runs"] if r["mode"] == mode]
+        if not records:
+            continue
+        entry: dict[str, Any] = {"seeds": [r["seed"] for r in records]}
+        # across seeds: the spread of the seed means; within: the mean of each seed's per-case standard deviation
+        entry["across_seeds"] = {m: _mean_std([r["summary"][m]["mean"] for r in records]) for m in METRICS}
+        entry["per_case_std"] = {m: statistics.fmean(r["summary"][m]["std"] for r in records) for m in METRICS}
+        classes = sorted({c for r in records for c in r["by_class"]}, key=list(ACDC_CLASSES.values()).index)
+        if classes:
+            entry["by_class_across_seeds"] = {
+                c: {m: _mean_std([r["by_class"][c][m]["mean"] for r in records if c in r["by_class"]]) for m in METRICS}
+                for c in classes
+            }
+        entry["train_wall_s"] = _mean_std([r["train_wall_s"] for r in records if r["train_wall_s"] is not None])
+        entry["s_per_iteration"] = _mean_std([r["s_per_iteration"] for r in records if r["s_per_iteration"]])
+        empty = sum(1 for r in records for case in r["cases"].values()
+                    for v in (case.values() if isinstance(next(iter(case.values()), None), dict) else [case])
+                    if v.get("dice", 1.0) == 0.0)
+        entry["empty_or_missed"] = empty
+        results["modes"][mode] = entry
+    if set(MODES) <= set(results["modes"]):
+        cm, sup = results["modes"]["crossmatch"], results["modes"]["supervised"]
+        paired = {}
+        for m in METRICS:
+            diffs = []
+            for r in results["runs"]:
+                if r["mode"] != "crossmatch":
+                    continue
+                other = [s for s in results["runs"] if s["mode"] == "supervised" and s["seed"] == r["seed"]]
+                if other:
+                    diffs.append(r["summary"][m]["mean"] - other[0]["summary"][m]["mean"])
+            paired[m] = _mean_std(diffs)
+        results["gain"] = {
+            "crossmatch_minus_supervised": {
+                m: cm["across_seeds"][m]["mean"] - sup["across_seeds"][m]["mean"] for m in METRICS
+            },
+            "paired_by_seed": paired,
+        }
+    if protocol.paper:
+        results["paper"] = protocol.paper
+    return results
+
+
+def _pct(value: float, metric: str) -> str:
+    return f"{100 * value:.1f}" if metric in ("dice", "jaccard") else f"{value:.2f}"
+
+
+def format_table(results: dict[str, Any]) -> str:
+    lines = [f"{results['protocol']}: {results['description']}",
+             f"evaluation list {results['evaluation_list']}; {results['checkpoint_rule']}; {results['units']}",
+             "| mode | seeds | Dice | Jaccard | HD95 | ASD | per-case std of Dice | s/iter | train wall (min) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for mode, entry in results["modes"].items():
+        cells = []
+        for m in METRICS:
+            s = entry["across_seeds"][m]
+            cells.append(f"{_pct(s['mean'], m)} ± {_pct(s['std'], m)}")
+        spi = entry["s_per_iteration"]
+        wall = entry["train_wall_s"]
+        lines.append(f"| {mode} | {len(entry['seeds'])} | " + " | ".join(cells)
+                     + f" | {_pct(entry['per_case_std']['dice'], 'dice')} | {spi['mean']:.3f} | {wall['mean'] / 60:.1f} |")
+    for mode, row in (results.get("paper") or {}).items():
+        lines.append(f"| paper {mode} | | " + " | ".join(f"{row[m]:.2f}" for m in METRICS) + " | | | |")
+    if "gain" in results:
+        g = results["gain"]["paired_by_seed"]["dice"]
+        lines.append(f"CrossMatch - supervised Dice: {100 * g['mean']:+.1f} ± {100 * g['std']:.1f} points (paired by seed)")
+    for mode, entry in results["modes"].items():
+        if "by_class_across_seeds" in entry:
+            parts = [f"{c} {100 * v['dice']['mean']:.1f} ± {100 * v['dice']['std']:.1f}"
+                     for c, v in entry["by_class_across_seeds"].items()]
+            lines.append(f"{mode} Dice per class: " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ plots
+def plot_curves(runs: list[Run], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("total loss", ["loss"]),
+        ("supervised loss (Dice + CE) / 2", ["loss_supervised"]),
+        ("image-level terms (strong views vs mixed teacher)", ["loss_strong1", "loss_strong2"]),
+        ("distillation terms", ["loss_teacher_kd", "loss_decoder_kd"]),
+        ("share of confident pixels (mask ratio)", ["mask_ratio"]),
+        ("validation Dice (foreground mean)", ["val_mean_dice"]),
+    ]
+    colors = {"crossmatch": "tab:blue", "supervised": "tab:orange"}
+    fig, axes = plt.subplots(2, 3, figsize=(16, 8.5))
+    for ax, (title, keys) in zip(axes.ravel(), panels):
+        for run in runs:
+            records = _read_log(run.training_log)
+            event = "validation" if keys == ["val_mean_dice"] else "train"
+            records = [r for r in records if r.get("event") == event]
+            for k, key in enumerate(keys):
+                points = [(r["iteration"], r[key]) for r in records if r.get(key) is not None]
+                if not points:
+                    continue
+                xs, ys = zip(*points)
+                if event == "train" and len(ys) > 20:  # moving average over ~5 % of the run
+                    width = max(3, len(ys) // 20)
+                    ys = [statistics.fmean(ys[max(0, i - width + 1): i + 1]) for i in range(len(ys))]
+                style = "-" if k == 0 else "--"
+                ax.plot(xs, ys, style, color=colors[run.mode], alpha=0.8, lw=1.2,
+                        marker="o" if event == "validation" else None, ms=3,
+                        label=f"{run.mode} s{run.seed}" + (f" {key}" if len(keys) > 1 else ""))
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+        handles, labels = ax.get_legend_handles_labels()
+        if handles:
+            ax.legend(fontsize=7, ncol=2)
+    fig.suptitle(f"{runs[0].protocol.name}: training curves, both modes (moving averages; validation on the "
+                 "evaluation list, for curves only: the reported numbers are the final weights)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _predict_cases(run: Run, num_cases: int, device: str) -> list[dict[str, Any]]:
+    """Run a trained bundle's own evaluation pipeline (preprocessing + inferer) on the first cases."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    configs = BUNDLES[run.protocol.bundle] / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / "train.yaml"), str(configs / "evaluate.yaml")])
+    overrides = {k: v for k, v in {**run.overrides, **run.eval_overrides}.items()}
+    overrides["device"] = f"$torch.device({device!r})"
+    overrides["num_workers"] = 0
+    parser.update(overrides)
+    network = parser.get_parsed_content("network_def").to(device)
+    network.load_state_dict(torch.load(run.folder / "models" / "model.pt", map_location=device, weights_only=True))
+    network.eval()
+    preprocessing = parser.get_parsed_content("validate::preprocessing")
+    inferer = parser.get_parsed_content("validate::inferer")
+    items = parser.get_parsed_content("datalists")["validation"][:num_cases]
+    outputs = []
+    for item in items:
+        data = preprocessing(dict(item))
+        image = data["image"]
+        with torch.no_grad():
+            pred = inferer(image[None].to(device), network)
+        outputs.append({
+            "case": Path(str(item.get("image", ""))).parent.name if run.protocol.bundle == "la"
+            else Path(str(item.get("image", ""))).stem,
+            "image": image[0].cpu().numpy(),
+            "label": data["label"][0].cpu().numpy(),
+            "pred": pred[0].argmax(0).cpu().numpy(),
+        })
+    return outputs
+
+
+def plot_overlays(runs: list[Run], path: Path, num_cases: int, device: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+
+    seed = min(r.seed for r in runs)
+    chosen = {r.mode: r for r in runs if r.seed == seed and (r.folder / "models" / "model.pt").exists()}
+    if set(chosen) != set(MODES):
+        print("overlays: both modes of one seed are needed; skipped", flush=True)
+        return
+    predictions = {mode: _predict_cases(run, num_cases, device) for mode, run in chosen.items()}
+    cmap = ListedColormap([(0, 0, 0, 0), (1.0, 0.2, 0.2, 0.55), (0.2, 1.0, 0.2, 0.55), (0.2, 0.5, 1.0, 0.55)])
+    fig, axes = plt.subplots(num_cases, 4, figsize=(13, 3.3 * num_cases), squeeze=False)
+    for row, (sup, cm) in enumerate(zip(predictions["supervised"], predictions["crossmatch"])):
+        label = sup["label"]
+        areas = label.reshape(-1, label.shape[-1]).astype(bool).sum(0)
+        z = int(np.argmax(areas))  # the slice with the most foreground
+        image = sup["image"][..., z].T
+        panels = [("image", None), ("ground truth", label[..., z]), ("supervised", sup["pred"][..., z]),
+                  ("CrossMatch", cm["pred"][..., z])]
+        for col, (title, overlay) in enumerate(panels):
+            ax = axes[row, col]
+            ax.imshow(image, cmap="gray")
+            if overlay is not None:
+                ax.imshow(overlay.T, cmap=cmap, vmin=0, vmax=3, interpolation="nearest")
+                if title != "ground truth":
+                    inter = np.logical_and(overlay > 0, label[..., z] > 0).sum()
+                    denom = (overlay > 0).sum() + (label[..., z] > 0).sum()
+                    title += f" (slice Dice {2 * inter / max(denom, 1):.2f})"
+            ax.set_title(f"{sup['case']} z={z}: {title}" if col == 0 else title, fontsize=9)
+            ax.axis("off")
+    fig.suptitle(f"{runs[0].protocol.name}, seed {seed}: the evaluation list's first cases, the slice with the most "
+                 "foreground", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------ main
+def _default_data(bundle: str) -> Path | None:
+    candidate = REPO.parent / "shared" / "data" / bundle
+    return candidate if candidate.exists() else None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--protocol", choices=["acdc", "la"], help="a CPU-scale protocol (see above)")
+    which.add_argument("--reproduce", choices=REPRODUCIBLE, help="the paper's setting for one table row")
+    parser.add_argument("--data", type=Path, help="dataset folder (default: ../shared/data/<la|acdc> if present)")
+    parser.add_argument("--eval-list", default="val.list", help="evaluation list in the data folder")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1; reproduce 0 1 2)")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--iterations", type=int, help="override the protocol's number of iterations")
+    parser.add_argument("--out", type=Path, help="output folder (default runs/real_data/<protocol>)")
+    parser.add_argument("--device", help="cpu or cuda (default: the bundle's choice, cuda when available)")
+    parser.add_argument("--no-amp", action="store_true", help="float32 on CUDA (the bundles default to bf16 AMP)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (1 on a CPU; several fit one GPU)")
+    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of each run")
+    parser.add_argument("--num-workers", type=int, help="DataLoader workers per loader")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="extra config override (repeatable)")
+    parser.add_argument("--overlay-cases", type=int, default=3, help="cases shown in overlays.png")
+    parser.add_argument("--force", action="store_true", help="repeat runs that already have results")
+    parser.add_argument("--report-only", action="store_true", help="only aggregate existing runs and plot")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands and stop")
+    parser.add_argument("--yes", action="store_true", help="go on with a paper setting without a GPU")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    name = args.protocol or args.reproduce
+    protocol = PROTOCOLS[name]
+    if args.seeds is None:
+        args.seeds = [0, 1, 2] if args.reproduce else [0, 1]
+    data = args.data or _default_data(protocol.bundle)
+    if data is None or not Path(data).is_dir():
+        raise SystemExit(f"--data: dataset folder not found ({data}); give the folder with the {protocol.bundle} "
+                         "split lists and volumes")
+    data = Path(data).resolve()
+    if not (data / args.eval_list).exists():
+        raise SystemExit(f"--eval-list: {data / args.eval_list} does not exist")
+    out = (args.out or REPO / "runs" / "real_data" / name).resolve()
+    runs = make_runs(protocol, args, data, out)
+    if args.dry_run:
+        for run in runs:
+            print(" ".join(shlex.quote(c) for c in run.train_command()))
+            print(" ".join(shlex.quote(c) for c in run.eval_command()))
+        return 0
+    if not args.report_only:
+        import torch
+
+        on_gpu = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+        total_cm = sum(1 for r in runs if r.mode == "crossmatch")
+        if args.reproduce and not on_gpu:
+            print(f"{name} is the paper's GPU-sized setting: about {protocol.hours_cpu:.0f} h per CrossMatch run on a "
+                  f"2-core CPU ({total_cm} CrossMatch runs requested), about {protocol.minutes_gpu:.0f} min on one "
+                  "current GPU.", flush=True)
+            if not args.yes:
+                print("Not started: run it on a GPU, or pass --yes to go on here.", flush=True)
+                return 2
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"{name}: {len(runs)} runs ({', '.join(args.modes)}; seeds {args.seeds}) in {out}", flush=True)
+        start = time.time()
+        execute_all(runs, args.jobs, args.force, args.threads)
+        print(f"all runs finished in {(time.time() - start) / 60:.1f} min", flush=True)
+    results = collect(runs, protocol, data, args)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    print(format_table(results), flush=True)
+    if results["runs"]:
+        plot_curves([r for r in runs if r.training_log.exists()], out / "curves.png")
+        try:
+            import torch
+
+            device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            plot_overlays(runs, out / "overlays.png", args.overlay_cases, device)
+        except Exception as error:  # a plot must not lose the numbers above
+            print(f"overlays.png not written: {type(error).__name__}: {error}", flush=True)
+        print(f"wrote {out / 'results.json'}, {out / 'curves.png'}, {out / 'overlays.png'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
