@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .components import KeepLargestComponentd, keep_largest_component
 from .cutmix import RandCutMixBoxd, StrongViewsd, sample_cutmix_box
-from .intensity import QuantizeIntensity, QuantizeIntensityd, RandSignedGamma
+from .intensity import QuantizeIntensity, QuantizeIntensityd, RandIsotropicGaussianSmooth, RandSignedGamma
 from .spatial import ResizeSliced
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "QuantizeIntensity",
     "QuantizeIntensityd",
     "RandCutMixBoxd",
+    "RandIsotropicGaussianSmooth",
     "RandSignedGamma",
     "ResizeSliced",
     "StrongViewsd",

@@ -210,3 +210,29 @@ def test_initialisation_is_pytorch_default(build):
             assert abs(conv.weight.std().item() - bound / math.sqrt(3)) < 0.1 * bound
     for bn in (m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)):
         assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
+
+
+def test_quantisation_rounding_mode():
+    img = torch.tensor([[0.6 / 255, 1.6 / 255, 0.9999]])
+    np.testing.assert_allclose(QuantizeIntensity(255, "round")(img).numpy(), [[1 / 255, 2 / 255, 1.0]], rtol=1e-6)
+    np.testing.assert_allclose(QuantizeIntensity(255, "floor")(img).numpy(), [[0.0, 1 / 255, 254 / 255]], rtol=1e-6)
+    with pytest.raises(ValueError, match="rounding"):
+        QuantizeIntensity(255, "ceil")
+
+
+# ---------------------------------------------------------------------------------------------- ACDC blur (PIL)
+def test_isotropic_blur_uses_one_sigma():
+    from crossmatch_ext.transforms import RandIsotropicGaussianSmooth
+
+    transform = RandIsotropicGaussianSmooth((0.1, 2.0), prob=1.0)
+    transform.set_random_state(0)
+    img = torch.zeros(1, 41, 41)
+    img[0, 20, 20] = 1.0
+    sigmas = []
+    for _ in range(200):
+        out = transform(img)[0]
+        sigmas.append(transform.sigma)
+        # a blurred point is symmetric under transposition only if both axes used the same sigma
+        torch.testing.assert_close(out, out.T)
+    assert 0.1 <= min(sigmas) and max(sigmas) <= 2.0 and abs(np.mean(sigmas) - 1.05) < 0.1
+    assert RandIsotropicGaussianSmooth(prob=0.0)(img) is img
