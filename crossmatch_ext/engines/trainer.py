@@ -49,9 +49,6 @@ from .schedules import ConstantThreshold
 
 __all__ = ["CrossMatchTrainer", "unwrap_network"]
 
-_AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
 def unwrap_network(network: nn.Module) -> nn.Module:
     """The module inside ``DistributedDataParallel`` / ``DataParallel`` / ``torch.compile`` wrappers."""
     while True:
@@ -90,16 +87,16 @@ class CrossMatchTrainer(SupervisedTrainer):
         teacher_mode: ``"train"`` or ``"eval"``: the mode of the no-grad passes on the mix batch.
         supervised_only: train on the labeled batch only (the baseline rows of the paper's tables).
         max_iterations: stop after exactly this many steps (the authors count in iterations).
-        amp_dtype: ``"bfloat16"`` or ``"float16"``: the autocast type when ``amp=True`` on CUDA (a gradient scaler is
-            used with float16). AMP is ignored on CPU.
         image_key, label_key: keys of the labeled images / labels and of the unlabeled weak view.
         strong_keys: keys of the two strong views of an unlabeled item.
         box_keys: keys of the two CutMix boxes of an unlabeled item.
         kwargs: every other ``SupervisedTrainer`` argument (``train_handlers``, ``postprocessing``,
-            ``key_train_metric``, ``amp``, ...).
+            ``key_train_metric``, ``amp``, ...). ``amp_kwargs`` (MONAI's) sets the autocast type when ``amp=True``
+            on CUDA, e.g. ``{"dtype": torch.bfloat16}`` (default float16, which adds a gradient scaler); AMP is
+            ignored on CPU.
 
     Raises:
-        ValueError: for an unknown ``teacher_mode`` or ``amp_dtype``, or a network without ``perturbed`` passes.
+        ValueError: for an unknown ``teacher_mode``, or a network without ``perturbed`` passes.
     """
 
     def __init__(
@@ -114,7 +111,6 @@ class CrossMatchTrainer(SupervisedTrainer):
         teacher_mode: str = "train",
         supervised_only: bool = False,
         max_iterations: int | None = None,
-        amp_dtype: str = "bfloat16",
         image_key: str = "image",
         label_key: str = "label",
         strong_keys: Sequence[str] = ("image_s1", "image_s2"),
@@ -123,8 +119,6 @@ class CrossMatchTrainer(SupervisedTrainer):
     ) -> None:
         if teacher_mode not in ("train", "eval"):
             raise ValueError(f"teacher_mode must be 'train' or 'eval', got {teacher_mode!r}.")
-        if amp_dtype not in _AMP_DTYPES:
-            raise ValueError(f"amp_dtype must be one of {sorted(_AMP_DTYPES)}, got {amp_dtype!r}.")
         inner = unwrap_network(network)
         if not supervised_only and not (hasattr(inner, "network") and hasattr(inner, "perturbation")):
             raise ValueError(
@@ -157,7 +151,6 @@ class CrossMatchTrainer(SupervisedTrainer):
         self.teacher_mode = teacher_mode
         self.supervised_only = bool(supervised_only)
         self.max_iterations = None if max_iterations is None else int(max_iterations)
-        self.amp_dtype = _AMP_DTYPES[amp_dtype]
         self.image_key, self.label_key = image_key, label_key
         self.strong_keys = tuple(strong_keys)
         self.box_keys = tuple(box_keys)
@@ -171,11 +164,12 @@ class CrossMatchTrainer(SupervisedTrainer):
     def _autocast(self) -> Any:
         device = torch.device(self.state.device) if self.state.device is not None else torch.device("cpu")
         if self.amp and device.type == "cuda":
-            return torch.autocast("cuda", dtype=self.amp_dtype)
+            return torch.autocast("cuda", **self.amp_kwargs)
         return nullcontext()
 
     def _scaler(self) -> torch.amp.GradScaler | None:
-        if not (self.amp and self.amp_dtype == torch.float16 and torch.device(self.state.device).type == "cuda"):
+        dtype = self.amp_kwargs.get("dtype", torch.float16)
+        if not (self.amp and dtype == torch.float16 and torch.device(self.state.device).type == "cuda"):
             return None
         if self._grad_scaler is None:
             self._grad_scaler = torch.amp.GradScaler("cuda")
