@@ -21,7 +21,7 @@ from monai.handlers import CheckpointSaver, StatsHandler, TensorBoardStatsHandle
 from crossmatch_ext.engines import TrainingProgressBar, loss_terms
 
 __all__ = [
-    "TrainingLogs",
+    "TrainingMonitors",
     "autocast_kwargs",
     "every",
     "find_bundle_root",
@@ -87,9 +87,9 @@ def every(interval: int) -> Callable[[Engine, int], bool]:
     return lambda engine, iteration: iteration % interval == 0
 
 
-class TrainingLogs:
-    """The training run's logs, one handler: a progress bar, the loss terms in the console every ``log_interval``
-    iterations (``StatsHandler``) and at every iteration in TensorBoard (``<output_dir>/tensorboard``).
+class TrainingMonitors:
+    """The training run's monitors as one handler: a progress bar, the loss terms in the console every
+    ``log_interval`` iterations (``StatsHandler``) and at every iteration in TensorBoard (``<output_dir>/tensorboard``).
 
     Args:
         output_dir: the bundle's output folder.

@@ -12,7 +12,7 @@ from ignite.engine import Engine
 from monai.bundle import ConfigParser
 from monai.handlers import StatsHandler
 
-from crossmatch_ext.bundle import TrainingLogs, autocast_kwargs, every
+from crossmatch_ext.bundle import TrainingMonitors, autocast_kwargs, every
 from crossmatch_ext.engines import CrossMatchTrainer
 from crossmatch_ext.losses import CrossMatchLoss, MaskedDiceLoss
 from crossmatch_ext.networks import FeaturePerturbation, FeaturePerturbedNetwork, UNet
@@ -38,7 +38,7 @@ class _Records(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def _stats_lines(logs: TrainingLogs, iterations: int) -> int:
+def _stats_lines(logs: TrainingMonitors, iterations: int) -> int:
     """Run a dummy engine with CrossMatch-like outputs and count the StatsHandler lines of the training loss."""
     engine = Engine(lambda e, b: {"loss": torch.tensor(0.5), "loss_kd": torch.tensor(0.1)})
     logs.attach(engine)
@@ -55,7 +55,7 @@ def _stats_lines(logs: TrainingLogs, iterations: int) -> int:
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_console_logs_every_log_interval_iterations(bundle: str, tmp_path: Path):
     handlers = _parsed(bundle, "train::handlers::2", tmp_path, log_interval=3)
-    assert isinstance(handlers, TrainingLogs)
+    assert isinstance(handlers, TrainingMonitors)
     assert _stats_lines(handlers, 9) == 3  # iterations 3, 6, 9; never one line per iteration
 
 
