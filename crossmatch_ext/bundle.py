@@ -18,6 +18,15 @@ import torch
 from ignite.engine import Engine
 from monai.handlers import CheckpointSaver, StatsHandler, TensorBoardStatsHandler
 
+# every module a bundle config reaches as ``crossmatch_ext.<module>``: ``$import crossmatch_ext.bundle`` is the one
+# package import a config needs
+import crossmatch_ext.data
+import crossmatch_ext.engines.checkpoints
+import crossmatch_ext.inferers
+import crossmatch_ext.losses
+import crossmatch_ext.metrics
+import crossmatch_ext.networks
+import crossmatch_ext.transforms  # noqa: F401
 from crossmatch_ext.engines import TrainingProgressBar, loss_terms
 
 __all__ = [
