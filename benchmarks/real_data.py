@@ -432,10 +432,13 @@ def read_cases(run: Run) -> dict[str, Any]:
 
 
 def _s_per_iteration(run: Run) -> float | None:
-    train = [r for r in _read_log(run.training_log) if r.get("event") == "train"]
-    if len(train) < 2 or train[-1]["iteration"] <= train[0]["iteration"]:
-        return None
-    return (train[-1]["wall_time"] - train[0]["wall_time"]) / (train[-1]["iteration"] - train[0]["iteration"])
+    """Median seconds per training iteration between consecutive log lines (validations are not counted)."""
+    records = _read_log(run.training_log)
+    rates = []
+    for previous, current in zip(records, records[1:]):
+        if previous.get("event") == current.get("event") == "train" and current["iteration"] > previous["iteration"]:
+            rates.append((current["wall_time"] - previous["wall_time"]) / (current["iteration"] - previous["iteration"]))
+    return statistics.median(rates) if rates else None
 
 
 def collect(runs: list[Run], protocol: Protocol, data: Path, args: argparse.Namespace) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import crossmatch_ext.losses
 import crossmatch_ext.metrics
 import crossmatch_ext.networks
 import crossmatch_ext.transforms  # noqa: F401
-from crossmatch_ext.engines import TrainingProgressBar, loss_terms
+from crossmatch_ext.engines import TrainingLog, TrainingProgressBar, loss_terms
 
 __all__ = [
     "TrainingMonitors",
@@ -98,12 +98,15 @@ def every(interval: int) -> Callable[[Engine, int], bool]:
 
 class TrainingMonitors:
     """The training run's monitors as one handler: a progress bar, the loss terms in the console every
-    ``log_interval`` iterations (``StatsHandler``) and at every iteration in TensorBoard (``<output_dir>/tensorboard``).
+    ``log_interval`` iterations (``StatsHandler``), at every iteration in TensorBoard (``<output_dir>/tensorboard``)
+    and every ``log_interval`` iterations in ``<output_dir>/training_log.jsonl`` with the validations' metrics
+    (:class:`~crossmatch_ext.engines.TrainingLog`, for curves and scripts).
 
     Args:
         output_dir: the bundle's output folder.
         log_interval: iterations between console lines.
         output_transform: ``engine.state.output`` to ``{name: float}`` (default: the CrossMatch loss terms).
+        validator: the in-training evaluator, whose metrics join the JSON-lines log (optional).
     """
 
     def __init__(
@@ -111,6 +114,7 @@ class TrainingMonitors:
         output_dir: str | os.PathLike,
         log_interval: int,
         output_transform: Callable[[Any], dict[str, float]] = loss_terms,
+        validator: Engine | None = None,
     ) -> None:
         self.handlers = [
             TrainingProgressBar(output_transform=output_transform, refresh_every=1),
@@ -118,6 +122,8 @@ class TrainingMonitors:
                          output_transform=output_transform),
             TensorBoardStatsHandler(log_dir=os.path.join(os.fspath(output_dir), "tensorboard"), tag_name="train",
                                     output_transform=output_transform),
+            TrainingLog(os.path.join(os.fspath(output_dir), "training_log.jsonl"), output_transform,
+                        interval=log_interval, validator=validator),
         ]
 
     def attach(self, engine: Engine) -> None:

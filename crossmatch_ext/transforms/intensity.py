@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import KeysCollection
+from monai.data.meta_obj import get_track_meta
 from monai.transforms import MapTransform, RandomizableTransform, Transform
+from monai.utils import convert_to_tensor
 
 __all__ = ["QuantizeIntensity", "QuantizeIntensityd", "RandIsotropicGaussianSmooth", "RandSignedGamma"]
 
@@ -48,8 +50,8 @@ class QuantizeIntensity(Transform):
         scaled = tensor.clamp(0.0, 1.0) * self.levels
         out = (torch.floor(scaled) if self.rounding == "floor" else torch.round(scaled)) / self.levels
         out = out.to(tensor.dtype) if tensor.is_floating_point() else out
-        if was_tensor:
-            return out
+        if was_tensor:  # one output type (MetaTensor when MONAI tracks metadata), whatever branch came before
+            return convert_to_tensor(out, track_meta=get_track_meta())
         return out.numpy()
 
 
@@ -109,7 +111,7 @@ class RandSignedGamma(RandomizableTransform):
         tensor, was_tensor = _as_tensor(img)
         out = torch.sign(tensor) * tensor.abs() ** self.gamma
         if was_tensor:
-            return out
+            return convert_to_tensor(out, track_meta=get_track_meta())
         return out.numpy()
 
 

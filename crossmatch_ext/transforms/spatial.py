@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
-from monai.utils import ensure_tuple_rep
+from monai.data.meta_obj import get_track_meta
+from monai.utils import convert_to_tensor, ensure_tuple_rep
 
 from crossmatch_ext.inferers.slices import RESIZE_MODES, resize_slices
 
@@ -28,6 +29,8 @@ class ResizeSliced(MapTransform):
         spatial_size: ``(height, width)`` of the output.
         mode: one mode for all keys or one per key (see :data:`~crossmatch_ext.inferers.RESIZE_MODES`); labels
             must use ``"nearest"``.
+        dtype: the output type (float32 like MONAI's ``Resized``, so that slices that took different random
+            branches before the resize collate into one batch); ``None`` keeps each input's type.
         allow_missing_keys: do not fail on missing keys.
     """
 
@@ -36,9 +39,11 @@ class ResizeSliced(MapTransform):
         keys: KeysCollection,
         spatial_size: Sequence[int],
         mode: str | Sequence[str] = "nearest",
+        dtype: torch.dtype | None = torch.float32,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        self.dtype = dtype
         self.spatial_size = tuple(int(s) for s in spatial_size)
         if len(self.spatial_size) != 2 or min(self.spatial_size) < 1:
             raise ValueError(f"spatial_size must be two positive integers, got {tuple(spatial_size)}.")
@@ -51,14 +56,13 @@ class ResizeSliced(MapTransform):
         d = dict(data)
         for key, mode in self.key_iterator(d, self.mode):
             value = d[key]
-            if hasattr(value, "as_tensor"):  # MetaTensor: the slice's affine no longer applies after a resize
-                value = value.as_tensor()
             tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
             if tensor.ndim != 3:
                 raise ValueError(f"ResizeSliced expects a channel-first 2D slice (C, H, W) for '{key}', got shape "
                                  f"{tuple(tensor.shape)}.")
-            dtype = tensor.dtype
+            dtype = tensor.dtype if self.dtype is None else self.dtype
             work = tensor if tensor.is_floating_point() or mode == "nearest" else tensor.float()
             out = resize_slices(work[None], self.spatial_size, mode=mode)[0]
-            d[key] = out.to(dtype)
+            # a MetaTensor whatever the input (as MONAI's Resized), so that every item of a batch has one type
+            d[key] = convert_to_tensor(out.to(dtype), track_meta=get_track_meta())
         return d

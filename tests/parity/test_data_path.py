@@ -72,12 +72,13 @@ def test_slice_resize_equals_scipy_zoom_order0(shape, size):
     image = rng.uniform(size=shape).astype(np.float32)
     label = rng.randint(0, 4, size=shape).astype(np.uint8)
     factors = (size[0] / shape[0], size[1] / shape[1])
-    out = ResizeSliced(["image", "label"], size, mode="nearest")(
+    out = ResizeSliced(["image", "label"], size, mode="nearest", dtype=None)(
         {"image": torch.from_numpy(image)[None], "label": torch.from_numpy(label)[None]}
     )
     np.testing.assert_array_equal(out["image"][0].numpy(), ndimage.zoom(image, factors, order=0))
     np.testing.assert_array_equal(out["label"][0].numpy(), ndimage.zoom(label, factors, order=0))
     assert out["label"].dtype == torch.uint8
+    assert ResizeSliced("label", size)({"label": torch.from_numpy(label)[None]})["label"].dtype == torch.float32
 
 
 def test_monai_nearest_resize_differs_from_the_evaluation_resize():
