@@ -13,12 +13,48 @@ import argparse
 import json
 import resource
 import statistics
+import os
 import subprocess
 import sys
 import time
 
 import numpy as np
 import torch
+
+
+AMP_CHOICES = ("bfloat16", "float16")
+
+
+def parse_amp(value: str | None) -> torch.dtype | None:
+    """The autocast dtype named by ``--amp`` (``None``: float32)."""
+    return None if value is None else {"bfloat16": torch.bfloat16, "float16": torch.float16}[value]
+
+
+def build_step_objects(task: str, device: torch.device | str) -> tuple:
+    """The bundles' network (with feature perturbation), loss, optimizer and confidence threshold for ``task``."""
+    from crossmatch_ext.engines import OfficialRampThreshold
+    from crossmatch_ext.losses import CrossMatchLoss, MaskedDiceLoss
+    from crossmatch_ext.networks import FeaturePerturbation, FeaturePerturbedNetwork, UNet, VNet
+
+    torch.manual_seed(0)
+    if task == "la":
+        net = VNet(1, 2, dropout_rate=0.5)
+        dice = MaskedDiceLoss(classes=[1], smooth=1e-5)
+        optimizer_cls, opt_kwargs, spatial_dims = torch.optim.AdamW, {"lr": 1e-3, "weight_decay": 1e-4}, 3
+        threshold = OfficialRampThreshold(0.75)(0)
+    else:
+        net = UNet(1, 4)
+        dice = MaskedDiceLoss(smooth=1e-4)
+        optimizer_cls, opt_kwargs, spatial_dims = torch.optim.SGD, {"lr": 0.01, "momentum": 0.9}, 2
+        threshold = 0.95
+    network = FeaturePerturbedNetwork(net, FeaturePerturbation(0.5, spatial_dims=spatial_dims)).to(device)
+    optimizer = optimizer_cls(network.parameters(), **opt_kwargs)
+    return network, CrossMatchLoss(dice, weighting=task), optimizer, threshold
+
+
+def make_batch(task: str, patch: list[int], batch: int, unlabeled: bool, rng: np.random.RandomState) -> dict:
+    """A random labeled batch, or an unlabeled one (weak view, two strong views, two CutMix boxes)."""
+    return _batch(task, patch, batch, unlabeled, rng)
 
 
 def _batch(task: str, patch: list[int], batch: int, unlabeled: bool, rng: np.random.RandomState) -> dict:

@@ -27,6 +27,16 @@ Choices where this differs from the authors' code (each documented, and switchab
   the bug).
 * The authors' LA 16-label unlabeled list overlaps the labeled one; the data lists of
   :mod:`crossmatch_ext.data.datalists` use the true complement. Neither choice lives in this step.
+
+Cost (see ``benchmarks/README.md``). Every target of the nine loss terms is a detached pseudo-label, so the total
+loss is a sum of a part that depends on P3 only and a part that depends on P4 only. With
+``backward_per_pass=True`` (default) the P3 part is back-propagated before P4 runs, so only one pass's autograd
+graph is alive at a time: the gradients, batch statistics and dropout draws are those of the single backward
+(identical up to float summation order; a test compares both) at a much lower peak memory. Switches that change
+results are off by default: ``teacher_batch="mix"`` runs P2 on the mix batch alone (its batch-norm statistics then
+come from the mix images only), ``merge_teacher_passes=True`` takes P1's pseudo-label from P2's clean rows (no P1:
+the clean teacher then shares P2's batch statistics and encoder dropout, and skips the head dropout), and ``amp``
+on CPU runs every pass under bfloat16 autocast.
 """
 
 from __future__ import annotations
@@ -90,8 +100,15 @@ class CrossMatchTrainer(SupervisedTrainer):
         teacher_mode: ``"train"`` or ``"eval"``: the mode of the no-grad passes on the mix batch.
         supervised_only: train on the labeled batch only (the baseline rows of the paper's tables).
         max_iterations: stop after exactly this many steps (the authors count in iterations).
-        amp_dtype: ``"bfloat16"`` or ``"float16"``: the autocast type when ``amp=True`` on CUDA (a gradient scaler is
-            used with float16). AMP is ignored on CPU.
+        amp_dtype: ``"bfloat16"`` or ``"float16"``: the autocast type when ``amp=True`` (a gradient scaler is used
+            with float16 on CUDA). On CPU, ``amp=True`` runs under CPU autocast with this type (use bfloat16 on CPUs
+            with AVX512-BF16 / AMX); it changes rounding, so it is an opt-in.
+        backward_per_pass: back-propagate the loss terms of P3 before running P4 (same gradients, about half the
+            peak memory; see the module docstring). ``False`` runs the single backward of the authors' code.
+        teacher_batch: ``"labeled_and_mix"`` (authors) runs P2 on ``[labeled; mix]``; ``"mix"`` runs it on the mix
+            batch alone (cheaper; changes P2's batch-norm statistics).
+        merge_teacher_passes: take the mix image's plain pseudo-label from P2's clean rows instead of a separate
+            pass P1 (cheaper; changes that pseudo-label, see the module docstring).
         image_key, label_key: keys of the labeled images / labels and of the unlabeled weak view.
         strong_keys: keys of the two strong views of an unlabeled item.
         box_keys: keys of the two CutMix boxes of an unlabeled item.
@@ -99,7 +116,8 @@ class CrossMatchTrainer(SupervisedTrainer):
             ``key_train_metric``, ``amp``, ...).
 
     Raises:
-        ValueError: for an unknown ``teacher_mode`` or ``amp_dtype``, or a network without ``perturbed`` passes.
+        ValueError: for an unknown ``teacher_mode``, ``teacher_batch`` or ``amp_dtype``, or a network without
+            ``perturbed`` passes.
     """
 
     def __init__(
@@ -115,6 +133,9 @@ class CrossMatchTrainer(SupervisedTrainer):
         supervised_only: bool = False,
         max_iterations: int | None = None,
         amp_dtype: str = "bfloat16",
+        backward_per_pass: bool = True,
+        teacher_batch: str = "labeled_and_mix",
+        merge_teacher_passes: bool = False,
         image_key: str = "image",
         label_key: str = "label",
         strong_keys: Sequence[str] = ("image_s1", "image_s2"),
@@ -123,6 +144,8 @@ class CrossMatchTrainer(SupervisedTrainer):
     ) -> None:
         if teacher_mode not in ("train", "eval"):
             raise ValueError(f"teacher_mode must be 'train' or 'eval', got {teacher_mode!r}.")
+        if teacher_batch not in ("labeled_and_mix", "mix"):
+            raise ValueError(f"teacher_batch must be 'labeled_and_mix' or 'mix', got {teacher_batch!r}.")
         if amp_dtype not in _AMP_DTYPES:
             raise ValueError(f"amp_dtype must be one of {sorted(_AMP_DTYPES)}, got {amp_dtype!r}.")
         inner = unwrap_network(network)
@@ -158,6 +181,9 @@ class CrossMatchTrainer(SupervisedTrainer):
         self.supervised_only = bool(supervised_only)
         self.max_iterations = None if max_iterations is None else int(max_iterations)
         self.amp_dtype = _AMP_DTYPES[amp_dtype]
+        self.backward_per_pass = bool(backward_per_pass)
+        self.teacher_batch = teacher_batch
+        self.merge_teacher_passes = bool(merge_teacher_passes)
         self.image_key, self.label_key = image_key, label_key
         self.strong_keys = tuple(strong_keys)
         self.box_keys = tuple(box_keys)
@@ -170,8 +196,8 @@ class CrossMatchTrainer(SupervisedTrainer):
     # ----------------------------------------------------------------------------------------------------------
     def _autocast(self) -> Any:
         device = torch.device(self.state.device) if self.state.device is not None else torch.device("cpu")
-        if self.amp and device.type == "cuda":
-            return torch.autocast("cuda", dtype=self.amp_dtype)
+        if self.amp and device.type in ("cuda", "cpu"):
+            return torch.autocast(device.type, dtype=self.amp_dtype)
         return nullcontext()
 
     def _scaler(self) -> torch.amp.GradScaler | None:
@@ -194,17 +220,27 @@ class CrossMatchTrainer(SupervisedTrainer):
             yield
         network.train()
 
-    def _backward_and_step(self, engine: CrossMatchTrainer, loss: torch.Tensor) -> None:
+    @staticmethod
+    def _no_sync(network: nn.Module) -> Any:
+        """``DistributedDataParallel.no_sync`` (gradients of the first backward are reduced with the second)."""
+        return network.no_sync() if isinstance(network, nn.parallel.DistributedDataParallel) else nullcontext()
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        scaler = self._scaler()
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+
+    def _step(self, engine: CrossMatchTrainer) -> None:
         scaler = self._scaler()
         if scaler is not None:
-            scaler.scale(loss).backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             scaler.step(engine.optimizer)
             scaler.update()
         else:
-            loss.backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             engine.optimizer.step()
+
+    def _backward_and_step(self, engine: CrossMatchTrainer, loss: torch.Tensor) -> None:
+        self._backward(loss)
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        self._step(engine)
 
     def _labeled(self, engine: CrossMatchTrainer, batch: Mapping) -> tuple[Any, Any]:
         image, label = engine.prepare_batch(batch, engine.state.device, engine.non_blocking, **engine.to_kwargs)[:2]
@@ -275,13 +311,21 @@ class CrossMatchTrainer(SupervisedTrainer):
                 boxes[k] = box[:, 0] if box.ndim == weak.ndim else box  # (B, *spatial)
             # P1 and P2: pseudo-labels of the mix image, no gradient.
             with self._teacher(network):
-                mix_teacher = PseudoLabel.from_logits(network(mix_weak))
-                out = network(torch.cat([x, mix_weak]), perturbed=num_unlabeled)
-                _, _, mix_weak_fp_logits, mix_strong_fp_logits = out.split(
-                    [num_labeled, num_unlabeled, num_unlabeled, num_unlabeled]
-                )
+                if not self.merge_teacher_passes:
+                    mix_teacher = PseudoLabel.from_logits(network(mix_weak))
+                if self.teacher_batch == "labeled_and_mix":
+                    out = network(torch.cat([x, mix_weak]), perturbed=num_unlabeled)
+                    _, mix_clean_logits, mix_weak_fp_logits, mix_strong_fp_logits = out.split(
+                        [num_labeled, num_unlabeled, num_unlabeled, num_unlabeled]
+                    )
+                else:
+                    out = network(mix_weak, perturbed=num_unlabeled)
+                    mix_clean_logits, mix_weak_fp_logits, mix_strong_fp_logits = out.split([num_unlabeled] * 3)
+                if self.merge_teacher_passes:
+                    mix_teacher = PseudoLabel.from_logits(mix_clean_logits)
                 mix_weak_fp = PseudoLabel.from_logits(mix_weak_fp_logits)
                 mix_strong_fp = PseudoLabel.from_logits(mix_strong_fp_logits)
+                del out, mix_clean_logits, mix_weak_fp_logits, mix_strong_fp_logits
             # CutMix of the strong views (the box broadcast over channels).
             mix_strong = [_tensor(mix[key], device, non_blocking) for key in self.strong_keys]
             strong1 = torch.where(boxes[0].unsqueeze(1).bool(), mix_strong[0], strong1)
@@ -290,20 +334,27 @@ class CrossMatchTrainer(SupervisedTrainer):
         engine.state.output = {Keys.IMAGE: image, Keys.LABEL: label}
         network.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        with self._autocast():
-            # P3: labeled + weak view, weak view feature-perturbed; P4: both strong views, view 2 perturbed.
-            out = network(torch.cat([x, weak]), perturbed=num_unlabeled)
+        loss_function: CrossMatchLoss = engine.loss_function
+        split = self.backward_per_pass
+        # P3: labeled + weak view, weak view feature-perturbed.
+        with self._no_sync(network) if split else nullcontext():
+            with self._autocast():
+                out = network(torch.cat([x, weak]), perturbed=num_unlabeled)
             pred_x, pred_weak, pred_weak_wfp, pred_weak_sfp = out.split(
                 [num_labeled, num_unlabeled, num_unlabeled, num_unlabeled]
             )
-            out = network(torch.cat([strong1, strong2]), perturbed=num_unlabeled)
-            pred_s1, pred_s2, pred_s2_wfp, pred_s2_sfp = out.split([num_unlabeled] * 4)
-        engine.state.output[Keys.PRED] = pred_x
-        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-
-        teacher = PseudoLabel.from_logits(pred_weak)
-        weak_fp = PseudoLabel.from_logits(pred_weak_wfp)
-        strong_fp = PseudoLabel.from_logits(pred_weak_sfp)
+            teacher = PseudoLabel.from_logits(pred_weak)
+            weak_fp = PseudoLabel.from_logits(pred_weak_wfp)
+            strong_fp = PseudoLabel.from_logits(pred_weak_sfp)
+            terms = loss_function.labeled_and_weak_view_terms(
+                labeled_logits=pred_x, labels=y, weak_view_weak_fp_logits=pred_weak_wfp,
+                weak_view_strong_fp_logits=pred_weak_sfp, teacher=teacher, threshold=threshold,
+            )
+            if split:
+                self._backward(loss_function.partial_loss(terms))
+                terms = {name: value.detach() for name, value in terms.items()}
+                pred_x = pred_x.detach()
+                del out, pred_weak, pred_weak_wfp, pred_weak_sfp
         if mix_teacher is not None:
             teacher_mixed1 = teacher.mixed(boxes[0], mix_teacher)
             teacher_mixed2 = teacher.mixed(boxes[1], mix_teacher)
@@ -312,31 +363,30 @@ class CrossMatchTrainer(SupervisedTrainer):
         else:
             teacher_mixed1 = teacher_mixed2 = teacher
             weak_fp_mixed2, strong_fp_mixed2 = weak_fp, strong_fp
-
-        terms = engine.loss_function(
-            labeled_logits=pred_x,
-            labels=y,
-            strong1_logits=pred_s1,
-            strong2_logits=pred_s2,
-            weak_view_weak_fp_logits=pred_weak_wfp,
-            weak_view_strong_fp_logits=pred_weak_sfp,
-            strong2_weak_fp_logits=pred_s2_wfp,
-            strong2_strong_fp_logits=pred_s2_sfp,
-            teacher=teacher,
-            teacher_mixed1=teacher_mixed1,
-            teacher_mixed2=teacher_mixed2,
-            weak_fp_mixed2=weak_fp_mixed2,
-            strong_fp_mixed2=strong_fp_mixed2,
-            threshold=threshold,
+        # P4: both strong views, view 2 feature-perturbed.
+        with self._autocast():
+            out = network(torch.cat([strong1, strong2]), perturbed=num_unlabeled)
+        pred_s1, pred_s2, pred_s2_wfp, pred_s2_sfp = out.split([num_unlabeled] * 4)
+        engine.state.output[Keys.PRED] = pred_x
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        strong_terms = loss_function.strong_view_terms(
+            strong1_logits=pred_s1, strong2_logits=pred_s2, strong2_weak_fp_logits=pred_s2_wfp,
+            strong2_strong_fp_logits=pred_s2_sfp, teacher_mixed1=teacher_mixed1, teacher_mixed2=teacher_mixed2,
+            weak_fp_mixed2=weak_fp_mixed2, strong_fp_mixed2=strong_fp_mixed2, threshold=threshold,
         )
-        loss = terms["loss"]
-        engine.state.output[Keys.LOSS] = loss
+        if split:
+            backward_loss = loss_function.partial_loss(strong_terms)
+            terms = loss_function.combine({**terms, **{k: v.detach() for k, v in strong_terms.items()}})
+        else:
+            terms = loss_function.combine({**terms, **strong_terms})
+            backward_loss = terms["loss"]
+        engine.state.output[Keys.LOSS] = terms["loss"]
         for name, value in terms.items():
             if name != "loss":
                 engine.state.output[name] = value.detach()
         engine.state.output["confidence_threshold"] = torch.tensor(threshold)
         engine.state.output["mask_ratio"] = teacher.valid(threshold).float().mean()
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        self._backward_and_step(engine, loss)
+        self._backward_and_step(engine, backward_loss)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
