@@ -89,8 +89,6 @@ def run_one(args: argparse.Namespace, mode: str) -> dict:
         torch.set_num_threads(args.threads)
     rng = np.random.RandomState(0)
     network, loss_function, optimizer, threshold = build_step_objects(args.task, device)
-    if args.channels_last:
-        network = network.to(memory_format=torch.channels_last_3d if args.task == "la" else torch.channels_last)
     total = args.steps + args.warmup
     labeled = [_batch(args.task, args.patch, args.batch, False, rng) for _ in range(total)]
     if mode == "supervised":
@@ -106,7 +104,7 @@ def run_one(args: argparse.Namespace, mode: str) -> dict:
         loss_function=loss_function, confidence_threshold=threshold, supervised_only=mode == "supervised",
         amp=args.amp is not None, amp_dtype=args.amp or "bfloat16", decollate=False,
         backward_per_pass=not args.single_backward, teacher_batch=args.teacher_batch,
-        merge_teacher_passes=args.merge_teacher_passes,
+        merge_teacher_passes=args.merge_teacher_passes, channels_last=args.channels_last,
     )
     times: list[float] = []
     start = [0.0]
@@ -173,7 +171,7 @@ def main() -> None:
     parser.add_argument("--amp", nargs="?", const="bfloat16", default=None, choices=AMP_CHOICES,
                         help="autocast dtype, on CUDA or CPU (a bare --amp means bfloat16); default float32")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    parser.add_argument("--channels-last", action="store_true", help="channels-last (3D) weights and activations")
+    parser.add_argument("--channels-last", action="store_true", help="channels-last (3D) input batches")
     parser.add_argument("--single-backward", action="store_true",
                         help="one backward after both gradient passes (the authors' order; more memory)")
     parser.add_argument("--teacher-batch", choices=["labeled_and_mix", "mix"], default="labeled_and_mix",

@@ -73,13 +73,16 @@ def unwrap_network(network: nn.Module) -> nn.Module:
             return network
 
 
-def _tensor(value: Any, device: torch.device, non_blocking: bool) -> torch.Tensor:
+def _tensor(value: Any, device: torch.device, non_blocking: bool, channels_last: bool = False) -> torch.Tensor:
     """Move a (Meta)Tensor to ``device`` as a plain tensor (no metadata tracking on the hot path)."""
     if hasattr(value, "as_tensor"):
         value = value.as_tensor()
     if not isinstance(value, torch.Tensor):
         value = torch.as_tensor(value)
-    return value.to(device, non_blocking=non_blocking)
+    value = value.to(device, non_blocking=non_blocking)
+    if channels_last and value.ndim in (4, 5):
+        value = value.contiguous(memory_format=torch.channels_last if value.ndim == 4 else torch.channels_last_3d)
+    return value
 
 
 class CrossMatchTrainer(SupervisedTrainer):
@@ -109,6 +112,9 @@ class CrossMatchTrainer(SupervisedTrainer):
             batch alone (cheaper; changes P2's batch-norm statistics).
         merge_teacher_passes: take the mix image's plain pseudo-label from P2's clean rows instead of a separate
             pass P1 (cheaper; changes that pseudo-label, see the module docstring).
+        channels_last: give every input batch the channels-last (2D) / channels-last-3d (3D) memory layout, which the
+            convolutions then keep (the network's parameters are left as they are). Same computation, another
+            summation order inside the convolution kernels; faster with oneDNN on CPU and with cuDNN on tensor cores.
         image_key, label_key: keys of the labeled images / labels and of the unlabeled weak view.
         strong_keys: keys of the two strong views of an unlabeled item.
         box_keys: keys of the two CutMix boxes of an unlabeled item.
@@ -136,6 +142,7 @@ class CrossMatchTrainer(SupervisedTrainer):
         backward_per_pass: bool = True,
         teacher_batch: str = "labeled_and_mix",
         merge_teacher_passes: bool = False,
+        channels_last: bool = False,
         image_key: str = "image",
         label_key: str = "label",
         strong_keys: Sequence[str] = ("image_s1", "image_s2"),
@@ -184,6 +191,7 @@ class CrossMatchTrainer(SupervisedTrainer):
         self.backward_per_pass = bool(backward_per_pass)
         self.teacher_batch = teacher_batch
         self.merge_teacher_passes = bool(merge_teacher_passes)
+        self.channels_last = bool(channels_last)
         self.image_key, self.label_key = image_key, label_key
         self.strong_keys = tuple(strong_keys)
         self.box_keys = tuple(box_keys)
@@ -263,6 +271,8 @@ class CrossMatchTrainer(SupervisedTrainer):
 
     def _supervised_iteration(self, engine: CrossMatchTrainer, batch: Mapping) -> dict:
         image, label = self._labeled(engine, batch)
+        if self.channels_last:
+            image = _tensor(image, engine.state.device, engine.non_blocking, True)
         engine.state.batch = batch
         engine.state.output = {Keys.IMAGE: image, Keys.LABEL: label}
         loss_function = engine.loss_function
@@ -288,11 +298,12 @@ class CrossMatchTrainer(SupervisedTrainer):
         image, label = self._labeled(engine, labeled_batch)
         # MONAI decollates engine.state.batch for postprocessing and metrics: it must be the labeled batch only.
         engine.state.batch = labeled_batch
-        x = _tensor(image, device, non_blocking)
+        cl = self.channels_last
+        x = _tensor(image, device, non_blocking, cl)
         y = _tensor(label, device, non_blocking)
-        weak = _tensor(unlabeled[self.image_key], device, non_blocking)
-        strong1 = _tensor(unlabeled[self.strong_keys[0]], device, non_blocking)
-        strong2 = _tensor(unlabeled[self.strong_keys[1]], device, non_blocking)
+        weak = _tensor(unlabeled[self.image_key], device, non_blocking, cl)
+        strong1 = _tensor(unlabeled[self.strong_keys[0]], device, non_blocking, cl)
+        strong2 = _tensor(unlabeled[self.strong_keys[1]], device, non_blocking, cl)
         num_labeled, num_unlabeled = x.shape[0], weak.shape[0]
         threshold = float(self.confidence_threshold(engine.state.iteration))
         network = engine.network
@@ -300,7 +311,7 @@ class CrossMatchTrainer(SupervisedTrainer):
         boxes: list[torch.Tensor | None] = [None, None]
         mix_teacher = mix_weak_fp = mix_strong_fp = None
         if mix is not None:
-            mix_weak = _tensor(mix[self.image_key], device, non_blocking)
+            mix_weak = _tensor(mix[self.image_key], device, non_blocking, cl)
             if mix_weak.shape[0] != num_unlabeled:
                 raise ValueError(
                     f"the mix batch has {mix_weak.shape[0]} items but the unlabeled batch {num_unlabeled}: use the "
@@ -327,7 +338,7 @@ class CrossMatchTrainer(SupervisedTrainer):
                 mix_strong_fp = PseudoLabel.from_logits(mix_strong_fp_logits)
                 del out, mix_clean_logits, mix_weak_fp_logits, mix_strong_fp_logits
             # CutMix of the strong views (the box broadcast over channels).
-            mix_strong = [_tensor(mix[key], device, non_blocking) for key in self.strong_keys]
+            mix_strong = [_tensor(mix[key], device, non_blocking, cl) for key in self.strong_keys]
             strong1 = torch.where(boxes[0].unsqueeze(1).bool(), mix_strong[0], strong1)
             strong2 = torch.where(boxes[1].unsqueeze(1).bool(), mix_strong[1], strong2)
 

@@ -137,13 +137,14 @@ def _trainer_step(network, dice, task, batch, threshold, **kwargs):
 
 
 @pytest.mark.parametrize("task", ["acdc", "la"])
-@pytest.mark.parametrize("backward_per_pass", [True, False])
-def test_optimised_step_equals_the_straightforward_step(task, backward_per_pass):
+@pytest.mark.parametrize("backward_per_pass, channels_last", [(True, False), (False, False), (True, True)])
+def test_optimised_step_equals_the_straightforward_step(task, backward_per_pass, channels_last):
     network, dice, size = _setup(task)
     reference_net = copy.deepcopy(network)
     batch = _batch(task, size, seed=7)
     threshold = 0.55 if task == "la" else 0.3  # low enough that every masked term sees voxels
-    output, grads = _trainer_step(network, dice, task, batch, threshold, backward_per_pass=backward_per_pass)
+    output, grads = _trainer_step(network, dice, task, batch, threshold, backward_per_pass=backward_per_pass,
+                                 channels_last=channels_last)
     torch.manual_seed(123)
     from crossmatch_ext.losses import LOSS_WEIGHT_PRESETS
 
