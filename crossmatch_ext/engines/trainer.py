@@ -48,9 +48,9 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from ignite.engine import Events
+from ignite.engine import Engine, Events
 from monai.engines import SupervisedTrainer
-from monai.engines.utils import IterationEvents
+from monai.engines.utils import IterationEvents, engine_apply_transform
 from monai.utils import CommonKeys as Keys
 
 from crossmatch_ext.losses import CrossMatchLoss, PseudoLabel
@@ -115,6 +115,10 @@ class CrossMatchTrainer(SupervisedTrainer):
         channels_last: give every input batch the channels-last (2D) / channels-last-3d (3D) memory layout, which the
             convolutions then keep (the network's parameters are left as they are). Same computation, another
             summation order inside the convolution kernels; faster with oneDNN on CPU and with cuDNN on tensor cores.
+        train_metric_interval: run the post-processing and the train metrics (``key_train_metric``,
+            ``additional_metrics``) on every ``n``-th iteration only (and on the first of each epoch); the metric is
+            then the mean over those iterations. Per-sample post-processing (``AsDiscreted``) costs tens of
+            milliseconds an iteration, as much as a whole GPU step. The default 1 runs them on every iteration.
         image_key, label_key: keys of the labeled images / labels and of the unlabeled weak view.
         strong_keys: keys of the two strong views of an unlabeled item.
         box_keys: keys of the two CutMix boxes of an unlabeled item.
@@ -143,6 +147,7 @@ class CrossMatchTrainer(SupervisedTrainer):
         teacher_batch: str = "labeled_and_mix",
         merge_teacher_passes: bool = False,
         channels_last: bool = False,
+        train_metric_interval: int = 1,
         image_key: str = "image",
         label_key: str = "label",
         strong_keys: Sequence[str] = ("image_s1", "image_s2"),
@@ -161,6 +166,9 @@ class CrossMatchTrainer(SupervisedTrainer):
                 "CrossMatchTrainer needs a crossmatch_ext.networks.FeaturePerturbedNetwork (network + feature "
                 f"perturbation) as `network`, got {type(inner).__name__}."
             )
+        if int(train_metric_interval) < 1:
+            raise ValueError(f"train_metric_interval must be a positive integer, got {train_metric_interval}.")
+        self.train_metric_interval = int(train_metric_interval)  # read by the registrations in super().__init__
         epoch_length = kwargs.pop("epoch_length", None)
         if epoch_length is None:
             try:
@@ -202,6 +210,48 @@ class CrossMatchTrainer(SupervisedTrainer):
             self.add_event_handler(Events.ITERATION_COMPLETED(once=self.max_iterations), lambda e: e.terminate())
 
     # ----------------------------------------------------------------------------------------------------------
+    def _metric_due(self, engine: Engine) -> bool:
+        """Whether this iteration runs the post-processing and the train metrics (see ``train_metric_interval``)."""
+        interval = getattr(self, "train_metric_interval", 1)
+        if interval == 1:
+            return True
+        iteration = engine.state.iteration
+        epoch_length = engine.state.epoch_length
+        first_of_epoch = epoch_length is not None and (iteration - 1) % epoch_length == 0
+        return (iteration - 1) % interval == 0 or first_of_epoch
+
+    def _register_postprocessing(self, posttrans: Callable) -> None:
+        """MONAI's post-processing registration, run only on the iterations chosen by :meth:`_metric_due`."""
+
+        @self.on(IterationEvents.MODEL_COMPLETED)
+        def _run_postprocessing(engine: Engine) -> None:
+            if not self._metric_due(engine):
+                return
+            if not isinstance(engine.state.batch, list) or not isinstance(engine.state.output, list):
+                engine.state.batch, engine.state.output = engine_apply_transform(
+                    batch=engine.state.batch, output=engine.state.output, transform=posttrans
+                )
+            else:
+                for i, (b, o) in enumerate(zip(engine.state.batch, engine.state.output)):
+                    engine.state.batch[i], engine.state.output[i] = engine_apply_transform(b, o, posttrans)
+
+    def _register_metrics(self, k_metric: dict, add_metrics: dict | None = None) -> None:
+        """MONAI's metric registration; with ``train_metric_interval > 1`` each metric is updated only when due."""
+        super()._register_metrics(k_metric, add_metrics)
+        if getattr(self, "train_metric_interval", 1) == 1:
+            return
+        for metric in [*k_metric.values(), *(add_metrics or {}).values()]:
+            update = getattr(metric, "iteration_completed", None)
+            if update is None or not self.has_event_handler(update, Events.ITERATION_COMPLETED):
+                continue
+            self.remove_event_handler(update, Events.ITERATION_COMPLETED)
+
+            def sampled(engine: Engine, update: Callable = update) -> None:
+                if self._metric_due(engine):
+                    update(engine)
+
+            self.add_event_handler(Events.ITERATION_COMPLETED, sampled)
+
     def _autocast(self) -> Any:
         device = torch.device(self.state.device) if self.state.device is not None else torch.device("cpu")
         if self.amp and device.type in ("cuda", "cpu"):

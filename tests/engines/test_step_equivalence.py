@@ -199,3 +199,40 @@ def test_cpu_bfloat16_autocast_is_opt_in_and_close():
     assert {c[2] for c in fp32.calls} == {torch.float32}
     assert {c[2] for c in bf16.calls} == {torch.bfloat16}
     assert float(out16["loss"]) == pytest.approx(float(out32["loss"]), rel=0.05)
+
+
+def test_train_metric_interval_samples_post_processing_and_metric():
+    from monai.handlers import MeanDice, from_engine
+    from monai.transforms import AsDiscreted, Compose
+
+    network, dice, size = _setup("acdc")
+    batch = _batch("acdc", size, seed=9)
+    calls: list[int] = []
+
+    class Counting(AsDiscreted):
+        def __call__(self, data):
+            calls.append(1)
+            return super().__call__(data)
+
+    def run(interval: int) -> float:
+        calls.clear()
+        metric = MeanDice(include_background=False, output_transform=from_engine(["pred", "label"]))
+        trainer = CrossMatchTrainer(
+            device="cpu", max_epochs=1, train_data_loader=[batch] * 5, network=copy.deepcopy(network),
+            optimizer=torch.optim.SGD(network.parameters(), lr=0.0), loss_function=CrossMatchLoss(dice, "acdc"),
+            confidence_threshold=0.3, postprocessing=Compose([Counting(keys=["pred", "label"], argmax=[True, False],
+                                                                       to_onehot=4)]),
+            key_train_metric={"train_dice": metric}, train_metric_interval=interval,
+        )
+        trainer.run()
+        return trainer.state.metrics["train_dice"]
+
+    run(1)
+    assert len(calls) == 5 * B  # every iteration, once per sample
+    dice_every_other = run(2)
+    assert len(calls) == 3 * B  # iterations 1, 3, 5
+    assert 0.0 <= dice_every_other <= 1.0
+    with pytest.raises(ValueError, match="train_metric_interval"):
+        CrossMatchTrainer(device="cpu", max_epochs=1, train_data_loader=[batch], network=network,
+                          optimizer=torch.optim.SGD(network.parameters(), lr=0.0),
+                          loss_function=CrossMatchLoss(dice, "acdc"), train_metric_interval=0)
