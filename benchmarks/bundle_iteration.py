@@ -43,6 +43,22 @@ def _stats(values: list[float]) -> dict:
     return {"median": round(statistics.median(values), 4), "min": round(min(values), 4), "max": round(max(values), 4)}
 
 
+def _children_rss_gb() -> float | None:
+    """Total resident memory of this process's live child processes (the loader workers), Linux only."""
+    try:
+        pids: set[str] = set()
+        for task in Path("/proc/self/task").iterdir():
+            pids.update((task / "children").read_text().split())
+        total_kb = 0
+        for pid in pids:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+        return round(total_kb / 2**20, 3)
+    except OSError:
+        return None
+
+
 def build_trainer(args: argparse.Namespace, mode: str, workdir: str):
     from monai.bundle import ConfigParser
 
@@ -118,6 +134,13 @@ def run_one(args: argparse.Namespace, mode: str) -> dict:
         trainer.add_event_handler(Events.GET_BATCH_STARTED, mark("get_started"))
         trainer.add_event_handler(Events.GET_BATCH_COMPLETED, mark("get_completed"))
         trainer.add_event_handler(Events.ITERATION_COMPLETED, mark("completed"))
+        workers_rss: list[float | None] = [None]
+
+        def sample_workers(engine) -> None:  # noqa: ANN001
+            if engine.state.iteration == args.iterations + args.warmup:
+                workers_rss[0] = _children_rss_gb()
+
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, sample_workers)
         if cuda:
             def reset(engine) -> None:  # noqa: ANN001
                 if engine.state.iteration == args.warmup + 1:
@@ -145,7 +168,7 @@ def run_one(args: argparse.Namespace, mode: str) -> dict:
         "batches_per_s": round(1.0 / statistics.median(iteration), 2),
         "setup_s": round(setup_s, 1), "run_s": round(run_s, 1),
         "peak_rss_main_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
-        "peak_rss_largest_worker_gb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20, 3),
+        "loader_workers_rss_gb_at_end": workers_rss[0],
     }
     if args.stub_step_ms is not None and args.target_rate:
         per_batch_core_s = statistics.median(wait) if args.num_workers == 0 else None
