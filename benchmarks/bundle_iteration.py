@@ -93,11 +93,13 @@ def build_trainer(args: argparse.Namespace, mode: str, workdir: str):
         overrides["train::trainer#postprocessing"] = None
     for key, value in overrides.items():
         parser[key] = value
-    if args.device.startswith("cuda"):
-        torch.backends.cudnn.benchmark = True
     from monai.utils import set_determinism
 
+    # as the bundle's `initialize`: MONAI's set_determinism also sets cudnn.deterministic=True, benchmark=False
     set_determinism(seed=parser.get_parsed_content("seed"))
+    if args.cudnn_benchmark:
+        torch.backends.cudnn.deterministic = False
+        torch.backends.cudnn.benchmark = True
     trainer = parser.get_parsed_content("train::trainer")
     if args.stub_step_ms is not None:
         delay = args.stub_step_ms / 1000.0
@@ -160,6 +162,7 @@ def run_one(args: argparse.Namespace, mode: str) -> dict:
     iteration, wait = iteration[first:], wait[first:]
     result = {
         "bundle": args.bundle, "mode": mode, "data": args.data, "device": str(device), "amp": args.amp,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark, "cudnn_deterministic": torch.backends.cudnn.deterministic,
         "stub_step_ms": args.stub_step_ms, "overrides": {k: v for k, v in overrides.items() if "dir" not in k},
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "iterations": len(iteration), "warmup": first,
@@ -202,6 +205,8 @@ def main() -> None:
     parser.add_argument("--stub-step-ms", type=float, default=None, help="replace the step by a sleep of this length")
     parser.add_argument("--target-rate", type=float, default=60.0,
                         help="batches/s the loaders should deliver (default 3x a 50 ms step)")
+    parser.add_argument("--cudnn-benchmark", action="store_true",
+                        help="after the bundle's set_determinism: cudnn.deterministic=False, cudnn.benchmark=True")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other config override (YAML value)")
     args = parser.parse_args()
     stdout, sys.stdout = sys.stdout, sys.stderr  # handler logs go to stderr; stdout carries the JSON only
