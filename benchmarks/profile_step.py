@@ -186,7 +186,7 @@ def profile_handlers(args: argparse.Namespace, device: torch.device) -> dict:
     trainer = CrossMatchTrainer(
         device=device, max_epochs=1, train_data_loader=loader, network=network, optimizer=optimizer,
         loss_function=loss_function, confidence_threshold=threshold, amp=parse_amp(args.amp) is not None,
-        amp_dtype=args.amp or "bfloat16",
+        amp_kwargs={"dtype": parse_amp(args.amp or "bfloat16")},
         postprocessing=Compose([AsDiscreted(keys=["pred", "label"], argmax=[True, False], to_onehot=classes)]),
         key_train_metric={"train_dice": MeanDice(include_background=False,
                                                  output_transform=from_engine(["pred", "label"]))},

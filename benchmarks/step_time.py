@@ -102,7 +102,7 @@ def run_one(args: argparse.Namespace, mode: str) -> dict:
     trainer = CrossMatchTrainer(
         device=device, max_epochs=1, train_data_loader=loader, network=network, optimizer=optimizer,
         loss_function=loss_function, confidence_threshold=threshold, supervised_only=mode == "supervised",
-        amp=args.amp is not None, amp_dtype=args.amp or "bfloat16", decollate=False,
+        amp=args.amp is not None, amp_kwargs={"dtype": parse_amp(args.amp or "bfloat16")}, decollate=False,
         backward_per_pass=not args.single_backward, teacher_batch=args.teacher_batch,
         merge_teacher_passes=args.merge_teacher_passes, channels_last=args.channels_last,
     )

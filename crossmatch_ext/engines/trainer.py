@@ -59,9 +59,6 @@ from .schedules import ConstantThreshold
 
 __all__ = ["CrossMatchTrainer", "unwrap_network"]
 
-_AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
 def unwrap_network(network: nn.Module) -> nn.Module:
     """The module inside ``DistributedDataParallel`` / ``DataParallel`` / ``torch.compile`` wrappers."""
     while True:
@@ -103,9 +100,6 @@ class CrossMatchTrainer(SupervisedTrainer):
         teacher_mode: ``"train"`` or ``"eval"``: the mode of the no-grad passes on the mix batch.
         supervised_only: train on the labeled batch only (the baseline rows of the paper's tables).
         max_iterations: stop after exactly this many steps (the authors count in iterations).
-        amp_dtype: ``"bfloat16"`` or ``"float16"``: the autocast type when ``amp=True`` (a gradient scaler is used
-            with float16 on CUDA). On CPU, ``amp=True`` runs under CPU autocast with this type (use bfloat16 on CPUs
-            with AVX512-BF16 / AMX); it changes rounding, so it is an opt-in.
         backward_per_pass: back-propagate the loss terms of P3 before running P4 (same gradients, about half the
             peak memory; see the module docstring). ``False`` runs the single backward of the authors' code.
         teacher_batch: ``"labeled_and_mix"`` (authors) runs P2 on ``[labeled; mix]``; ``"mix"`` runs it on the mix
@@ -124,11 +118,13 @@ class CrossMatchTrainer(SupervisedTrainer):
         strong_keys: keys of the two strong views of an unlabeled item.
         box_keys: keys of the two CutMix boxes of an unlabeled item.
         kwargs: every other ``SupervisedTrainer`` argument (``train_handlers``, ``postprocessing``,
-            ``key_train_metric``, ``amp``, ...).
+            ``key_train_metric``, ``amp``, ...). ``amp_kwargs`` (MONAI's) sets the autocast type when ``amp=True``
+            on CUDA, e.g. ``{"dtype": torch.bfloat16}`` (default float16, which adds a gradient scaler). On CPU,
+            ``amp=True`` runs CPU autocast in bfloat16 (or ``amp_kwargs``' dtype): fast on CPUs with AVX512-BF16 /
+            AMX, but it changes rounding, so it is an opt-in.
 
     Raises:
-        ValueError: for an unknown ``teacher_mode``, ``teacher_batch`` or ``amp_dtype``, or a network without
-            ``perturbed`` passes.
+        ValueError: for an unknown ``teacher_mode`` or ``teacher_batch``, or a network without ``perturbed`` passes.
     """
 
     def __init__(
@@ -143,7 +139,6 @@ class CrossMatchTrainer(SupervisedTrainer):
         teacher_mode: str = "train",
         supervised_only: bool = False,
         max_iterations: int | None = None,
-        amp_dtype: str = "bfloat16",
         backward_per_pass: bool = True,
         teacher_batch: str = "labeled_and_mix",
         merge_teacher_passes: bool = False,
@@ -159,8 +154,6 @@ class CrossMatchTrainer(SupervisedTrainer):
             raise ValueError(f"teacher_mode must be 'train' or 'eval', got {teacher_mode!r}.")
         if teacher_batch not in ("labeled_and_mix", "mix"):
             raise ValueError(f"teacher_batch must be 'labeled_and_mix' or 'mix', got {teacher_batch!r}.")
-        if amp_dtype not in _AMP_DTYPES:
-            raise ValueError(f"amp_dtype must be one of {sorted(_AMP_DTYPES)}, got {amp_dtype!r}.")
         inner = unwrap_network(network)
         if not supervised_only and not (hasattr(inner, "network") and hasattr(inner, "perturbation")):
             raise ValueError(
@@ -196,7 +189,6 @@ class CrossMatchTrainer(SupervisedTrainer):
         self.teacher_mode = teacher_mode
         self.supervised_only = bool(supervised_only)
         self.max_iterations = None if max_iterations is None else int(max_iterations)
-        self.amp_dtype = _AMP_DTYPES[amp_dtype]
         self.backward_per_pass = bool(backward_per_pass)
         self.teacher_batch = teacher_batch
         self.merge_teacher_passes = bool(merge_teacher_passes)
@@ -261,12 +253,15 @@ class CrossMatchTrainer(SupervisedTrainer):
 
     def _autocast(self) -> Any:
         device = torch.device(self.state.device) if self.state.device is not None else torch.device("cpu")
-        if self.amp and device.type in ("cuda", "cpu"):
-            return torch.autocast(device.type, dtype=self.amp_dtype)
+        if self.amp and device.type == "cuda":
+            return torch.autocast("cuda", **self.amp_kwargs)
+        if self.amp and device.type == "cpu":  # opt-in CPU autocast: bfloat16 unless amp_kwargs names a dtype
+            return torch.autocast("cpu", dtype=self.amp_kwargs.get("dtype", torch.bfloat16))
         return nullcontext()
 
     def _scaler(self) -> torch.amp.GradScaler | None:
-        if not (self.amp and self.amp_dtype == torch.float16 and torch.device(self.state.device).type == "cuda"):
+        dtype = self.amp_kwargs.get("dtype", torch.float16)
+        if not (self.amp and dtype == torch.float16 and torch.device(self.state.device).type == "cuda"):
             return None
         if self._grad_scaler is None:
             self._grad_scaler = torch.amp.GradScaler("cuda")

@@ -110,7 +110,8 @@ def test_train_evaluate_infer_through_config_workflow(dataset: Path, tmp_path: P
 def test_cli_training_run_ids_and_supervised_mode(dataset: Path, tmp_path: Path):
     common = ["--config_file", "bundles/crossmatch_acdc/configs/train.yaml", "--ckpt_dir", str(tmp_path / "models"),
               "--output_dir", str(tmp_path / "eval"), "--image_size", "[32,32]", "--num_workers", "0",
-              "--num_labeled_patients", "1", "--batch_size", "2", "--num_iterations", "2", "--val_interval", "2"]
+              "--num_labeled_patients", "1", "--batch_size", "2", "--num_iterations", "2", "--val_interval", "2",
+              "--log_interval", "1"]
     result = run_bundle_cli("run", "training", *common, "--dataset_dir", str(dataset / "raw"), "--data_layout", "nifti")
     assert "nifti layout" in result.stdout + result.stderr
     assert "loss_kd" in result.stdout + result.stderr

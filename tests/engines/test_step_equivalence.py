@@ -214,7 +214,8 @@ def test_cpu_bfloat16_autocast_is_opt_in_and_close():
     fp32 = _Recording(copy.deepcopy(network))
     out32, _ = _trainer_step(fp32, dice, "acdc", batch, 0.3)
     bf16 = _Recording(copy.deepcopy(network))
-    out16, _ = _trainer_step(bf16, dice, "acdc", batch, 0.3, amp=True, amp_dtype="bfloat16")
+    out16, _ = _trainer_step(bf16, dice, "acdc", batch, 0.3, amp=True,
+                              amp_kwargs={"dtype": torch.bfloat16})
     assert {c[2] for c in fp32.calls} == {torch.float32}
     assert {c[2] for c in bf16.calls} == {torch.bfloat16}
     assert float(out16["loss"]) == pytest.approx(float(out32["loss"]), rel=0.05)
