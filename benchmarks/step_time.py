@@ -2,9 +2,13 @@
 
 Usage:
     python benchmarks/step_time.py --task la --patch 64 64 48 --batch 2 [--mode both] [--device cpu]
+    python benchmarks/step_time.py --task la --patch 112 112 80 --batch 2 --mode both --device cuda --amp bfloat16
+    python benchmarks/step_time.py --task acdc --patch 256 256 --batch 12 --device cuda --amp
 
 Prints one JSON object. ``--mode both`` runs each mode in its own process (so peak memory is per mode) and adds
-their ratio. Warm-up steps are excluded from the median.
+their ratio. Warm-up steps are excluded from the median; the steps are timed with a CUDA synchronisation at both
+ends; peak memory is the process's peak RSS (CPU) or ``torch.cuda.max_memory_allocated`` over the measured steps.
+The step is the trainer's; the options after ``--threads`` select its variants (the default is the bundles').
 """
 
 from __future__ import annotations
@@ -13,12 +17,48 @@ import argparse
 import json
 import resource
 import statistics
+import os
 import subprocess
 import sys
 import time
 
 import numpy as np
 import torch
+
+
+AMP_CHOICES = ("bfloat16", "float16")
+
+
+def parse_amp(value: str | None) -> torch.dtype | None:
+    """The autocast dtype named by ``--amp`` (``None``: float32)."""
+    return None if value is None else {"bfloat16": torch.bfloat16, "float16": torch.float16}[value]
+
+
+def build_step_objects(task: str, device: torch.device | str) -> tuple:
+    """The bundles' network (with feature perturbation), loss, optimizer and confidence threshold for ``task``."""
+    from crossmatch_ext.engines import OfficialRampThreshold
+    from crossmatch_ext.losses import CrossMatchLoss, MaskedDiceLoss
+    from crossmatch_ext.networks import FeaturePerturbation, FeaturePerturbedNetwork, UNet, VNet
+
+    torch.manual_seed(0)
+    if task == "la":
+        net = VNet(1, 2, dropout_rate=0.5)
+        dice = MaskedDiceLoss(classes=[1], smooth=1e-5)
+        optimizer_cls, opt_kwargs, spatial_dims = torch.optim.AdamW, {"lr": 1e-3, "weight_decay": 1e-4}, 3
+        threshold = OfficialRampThreshold(0.75)(0)
+    else:
+        net = UNet(1, 4)
+        dice = MaskedDiceLoss(smooth=1e-4)
+        optimizer_cls, opt_kwargs, spatial_dims = torch.optim.SGD, {"lr": 0.01, "momentum": 0.9}, 2
+        threshold = 0.95
+    network = FeaturePerturbedNetwork(net, FeaturePerturbation(0.5, spatial_dims=spatial_dims)).to(device)
+    optimizer = optimizer_cls(network.parameters(), **opt_kwargs)
+    return network, CrossMatchLoss(dice, weighting=task), optimizer, threshold
+
+
+def make_batch(task: str, patch: list[int], batch: int, unlabeled: bool, rng: np.random.RandomState) -> dict:
+    """A random labeled batch, or an unlabeled one (weak view, two strong views, two CutMix boxes)."""
+    return _batch(task, patch, batch, unlabeled, rng)
 
 
 def _batch(task: str, patch: list[int], batch: int, unlabeled: bool, rng: np.random.RandomState) -> dict:
@@ -35,105 +75,133 @@ def _batch(task: str, patch: list[int], batch: int, unlabeled: bool, rng: np.ran
     return item
 
 
-def run_one(task: str, patch: list[int], batch: int, mode: str, device: str, steps: int, warmup: int,
-            amp: bool) -> dict:
+def run_one(args: argparse.Namespace, mode: str) -> dict:
+    """Time ``args.steps`` steps of one mode after ``args.warmup`` unmeasured ones, in this process."""
     from ignite.engine import Events
 
-    from crossmatch_ext.engines import CrossMatchTrainer, OfficialRampThreshold
-    from crossmatch_ext.losses import CrossMatchLoss, MaskedDiceLoss
-    from crossmatch_ext.networks import FeaturePerturbation, FeaturePerturbedNetwork, UNet, VNet
+    from crossmatch_ext.engines import CrossMatchTrainer
 
-    torch.manual_seed(0)
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rng = np.random.RandomState(0)
-    if task == "la":
-        net = VNet(1, 2, dropout_rate=0.5)
-        dice = MaskedDiceLoss(classes=[1], smooth=1e-5)
-        optimizer_cls, opt_kwargs, spatial_dims = torch.optim.AdamW, {"lr": 1e-3, "weight_decay": 1e-4}, 3
-        threshold = OfficialRampThreshold(0.75)
-    else:
-        net = UNet(1, 4)
-        dice = MaskedDiceLoss(smooth=1e-4)
-        optimizer_cls, opt_kwargs, spatial_dims = torch.optim.SGD, {"lr": 0.01, "momentum": 0.9}, 2
-        threshold = 0.95
-    network = FeaturePerturbedNetwork(net, FeaturePerturbation(0.5, spatial_dims=spatial_dims)).to(device)
-    total = steps + warmup
-    labeled = [_batch(task, patch, batch, False, rng) for _ in range(total)]
+    network, loss_function, optimizer, threshold = build_step_objects(args.task, device)
+    total = args.steps + args.warmup
+    labeled = [_batch(args.task, args.patch, args.batch, False, rng) for _ in range(total)]
     if mode == "supervised":
         loader: list = labeled
     else:
         loader = [
-            {"labeled": labeled[i], "unlabeled": _batch(task, patch, batch, True, rng),
-             "mix": _batch(task, patch, batch, True, rng)}
+            {"labeled": labeled[i], "unlabeled": _batch(args.task, args.patch, args.batch, True, rng),
+             "mix": _batch(args.task, args.patch, args.batch, True, rng)}
             for i in range(total)
         ]
     trainer = CrossMatchTrainer(
-        device=torch.device(device), max_epochs=1, train_data_loader=loader, network=network,
-        optimizer=optimizer_cls(network.parameters(), **opt_kwargs),
-        loss_function=CrossMatchLoss(dice, weighting=task), confidence_threshold=threshold,
-        supervised_only=mode == "supervised", amp=amp, decollate=False,
+        device=device, max_epochs=1, train_data_loader=loader, network=network, optimizer=optimizer,
+        loss_function=loss_function, confidence_threshold=threshold, supervised_only=mode == "supervised",
+        amp=args.amp is not None, amp_kwargs={"dtype": parse_amp(args.amp or "bfloat16")}, decollate=False,
+        backward_per_pass=not args.single_backward, teacher_batch=args.teacher_batch,
+        merge_teacher_passes=args.merge_teacher_passes, channels_last=args.channels_last,
     )
     times: list[float] = []
     start = [0.0]
 
     def sync() -> None:
-        if device.startswith("cuda"):
+        if cuda:
             torch.cuda.synchronize()
 
-    def begin(_):
+    def begin(engine) -> None:
         sync()
+        if cuda and engine.state.iteration == args.warmup + 1:
+            torch.cuda.reset_peak_memory_stats()
         start[0] = time.perf_counter()
 
-    def end(_):
+    def end(_) -> None:
         sync()
         times.append(time.perf_counter() - start[0])
 
     trainer.add_event_handler(Events.ITERATION_STARTED, begin)
     trainer.add_event_handler(Events.ITERATION_COMPLETED, end)
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     trainer.run()
-    measured = times[warmup:]
+    measured = times[args.warmup:]
     result = {
-        "task": task, "mode": mode, "patch": patch, "batch": batch, "device": device, "amp": amp,
-        "torch_threads": torch.get_num_threads(), "steps": len(measured),
-        "median_step_s": round(statistics.median(measured), 4), "step_times_s": [round(t, 4) for t in measured],
+        "task": args.task, "mode": mode, "patch": args.patch, "batch": args.batch, "device": str(device),
+        "amp": args.amp, "channels_last": args.channels_last, "backward_per_pass": not args.single_backward,
+        "teacher_batch": args.teacher_batch, "merge_teacher_passes": args.merge_teacher_passes,
+        "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "steps": len(measured),
+        "median_step_s": round(statistics.median(measured), 4), "min_step_s": round(min(measured), 4),
+        "max_step_s": round(max(measured), 4), "step_times_s": [round(t, 4) for t in measured],
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
+        "rss_before_run_gb": round(rss_before, 3),
     }
-    if device.startswith("cuda"):
-        result["peak_cuda_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    if cuda:
+        result["peak_cuda_allocated_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+        result["peak_cuda_reserved_gb"] = round(torch.cuda.max_memory_reserved() / 2**30, 3)
         result["gpu"] = torch.cuda.get_device_name()
     return result
+
+
+def _forwarded_flags(args: argparse.Namespace) -> list[str]:
+    flags = ["--task", args.task, "--patch", *map(str, args.patch), "--batch", str(args.batch), "--device",
+             args.device, "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
+             "--teacher-batch", args.teacher_batch]
+    if args.amp:
+        flags += ["--amp", args.amp]
+    for flag in ("channels_last", "single_backward", "merge_teacher_passes"):
+        if getattr(args, flag):
+            flags.append("--" + flag.replace("_", "-"))
+    return flags
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", choices=["la", "acdc"], default="la")
-    parser.add_argument("--patch", type=int, nargs="+", default=None, help="patch size (LA 3 values, ACDC 2)")
+    parser.add_argument("--patch", type=int, nargs="+", default=None,
+                        help="patch size (LA 3 values, ACDC 2); default the bundles' 112 112 80 / 256 256")
     parser.add_argument("--batch", type=int, default=2, help="batch size per loader (labeled = unlabeled = mix)")
     parser.add_argument("--mode", choices=["crossmatch", "supervised", "both"], default="both")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--steps", type=int, default=3, help="measured steps")
-    parser.add_argument("--warmup", type=int, default=1, help="unmeasured steps first")
-    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only)")
+    parser.add_argument("--steps", type=int, default=5, help="measured steps")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="unmeasured steps first (default 1 on CPU, 3 on CUDA for cudnn.benchmark)")
+    parser.add_argument("--amp", nargs="?", const="bfloat16", default=None, choices=AMP_CHOICES,
+                        help="autocast dtype, on CUDA or CPU (a bare --amp means bfloat16); default float32")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--channels-last", action="store_true", help="channels-last (3D) input batches")
+    parser.add_argument("--single-backward", action="store_true",
+                        help="one backward after both gradient passes (the authors' order; more memory)")
+    parser.add_argument("--teacher-batch", choices=["labeled_and_mix", "mix"], default="labeled_and_mix",
+                        help="opt-in 'mix': the no-grad perturbed pass P2 without the labeled half")
+    parser.add_argument("--merge-teacher-passes", action="store_true",
+                        help="opt-in: the mix image's plain pseudo-label from P2's clean rows (no pass P1)")
     args = parser.parse_args()
-    patch = args.patch or ([112, 112, 80] if args.task == "la" else [256, 256])
-    if len(patch) != (3 if args.task == "la" else 2):
-        parser.error(f"--patch needs {3 if args.task == 'la' else 2} values for task {args.task}, got {patch}")
+    args.patch = args.patch or ([112, 112, 80] if args.task == "la" else [256, 256])
+    if len(args.patch) != (3 if args.task == "la" else 2):
+        parser.error(f"--patch needs {3 if args.task == 'la' else 2} values for task {args.task}, got {args.patch}")
+    if args.warmup is None:
+        args.warmup = 3 if args.device.startswith("cuda") else 1
     if args.mode != "both":
-        print(json.dumps(run_one(args.task, patch, args.batch, args.mode, args.device, args.steps, args.warmup,
-                                 args.amp)))
+        print(json.dumps(run_one(args, args.mode)))
         return
     results = {}
     for mode in ("crossmatch", "supervised"):
-        cmd = [sys.executable, __file__, "--task", args.task, "--patch", *map(str, patch), "--batch", str(args.batch),
-               "--mode", mode, "--device", args.device, "--steps", str(args.steps), "--warmup", str(args.warmup)]
-        if args.amp:
-            cmd.append("--amp")
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        results[mode] = json.loads(out.strip().splitlines()[-1])
+        cmd = [sys.executable, os.path.abspath(__file__), "--mode", mode, *_forwarded_flags(args)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stderr)
+            raise SystemExit(f"step_time: the {mode} run failed (exit {proc.returncode}): {' '.join(cmd)}")
+        results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
     results["ratio_crossmatch_to_supervised"] = round(
         results["crossmatch"]["median_step_s"] / results["supervised"]["median_step_s"], 2
     )
+    if "peak_cuda_allocated_gb" in results["crossmatch"]:
+        results["peak_cuda_ratio_crossmatch_to_supervised"] = round(
+            results["crossmatch"]["peak_cuda_allocated_gb"] / results["supervised"]["peak_cuda_allocated_gb"], 2
+        )
     print(json.dumps(results))
 
 

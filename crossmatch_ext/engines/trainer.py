@@ -27,6 +27,16 @@ Choices where this differs from the authors' code (each documented, and switchab
   the bug).
 * The authors' LA 16-label unlabeled list overlaps the labeled one; the data lists of
   :mod:`crossmatch_ext.data.datalists` use the true complement. Neither choice lives in this step.
+
+Cost (see ``benchmarks/README.md``). Every target of the nine loss terms is a detached pseudo-label, so the total
+loss is a sum of a part that depends on P3 only and a part that depends on P4 only. With
+``backward_per_pass=True`` (default) the P3 part is back-propagated before P4 runs, so only one pass's autograd
+graph is alive at a time: the gradients, batch statistics and dropout draws are those of the single backward
+(identical up to float summation order; a test compares both) at a much lower peak memory. Switches that change
+results are off by default: ``teacher_batch="mix"`` runs P2 on the mix batch alone (its batch-norm statistics then
+come from the mix images only), ``merge_teacher_passes=True`` takes P1's pseudo-label from P2's clean rows (no P1:
+the clean teacher then shares P2's batch statistics and encoder dropout, and skips the head dropout), and ``amp``
+on CPU runs every pass under bfloat16 autocast.
 """
 
 from __future__ import annotations
@@ -38,9 +48,9 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from ignite.engine import Events
+from ignite.engine import Engine, Events
 from monai.engines import SupervisedTrainer
-from monai.engines.utils import IterationEvents
+from monai.engines.utils import IterationEvents, engine_apply_transform
 from monai.utils import CommonKeys as Keys
 
 from crossmatch_ext.losses import CrossMatchLoss, PseudoLabel
@@ -60,13 +70,16 @@ def unwrap_network(network: nn.Module) -> nn.Module:
             return network
 
 
-def _tensor(value: Any, device: torch.device, non_blocking: bool) -> torch.Tensor:
+def _tensor(value: Any, device: torch.device, non_blocking: bool, channels_last: bool = False) -> torch.Tensor:
     """Move a (Meta)Tensor to ``device`` as a plain tensor (no metadata tracking on the hot path)."""
     if hasattr(value, "as_tensor"):
         value = value.as_tensor()
     if not isinstance(value, torch.Tensor):
         value = torch.as_tensor(value)
-    return value.to(device, non_blocking=non_blocking)
+    value = value.to(device, non_blocking=non_blocking)
+    if channels_last and value.ndim in (4, 5):
+        value = value.contiguous(memory_format=torch.channels_last if value.ndim == 4 else torch.channels_last_3d)
+    return value
 
 
 class CrossMatchTrainer(SupervisedTrainer):
@@ -87,16 +100,31 @@ class CrossMatchTrainer(SupervisedTrainer):
         teacher_mode: ``"train"`` or ``"eval"``: the mode of the no-grad passes on the mix batch.
         supervised_only: train on the labeled batch only (the baseline rows of the paper's tables).
         max_iterations: stop after exactly this many steps (the authors count in iterations).
+        backward_per_pass: back-propagate the loss terms of P3 before running P4 (same gradients, about half the
+            peak memory; see the module docstring). ``False`` runs the single backward of the authors' code.
+        teacher_batch: ``"labeled_and_mix"`` (authors) runs P2 on ``[labeled; mix]``; ``"mix"`` runs it on the mix
+            batch alone (cheaper; changes P2's batch-norm statistics).
+        merge_teacher_passes: take the mix image's plain pseudo-label from P2's clean rows instead of a separate
+            pass P1 (cheaper; changes that pseudo-label, see the module docstring).
+        channels_last: convert the network's 4D / 5D parameters to the channels-last / channels-last-3d memory
+            layout (in place, once, here) and give every input batch that layout. Same computation, another
+            summation order inside the convolution kernels; faster with oneDNN on CPU and with cuDNN on tensor cores.
+            Under ``DistributedDataParallel`` convert the network before wrapping it instead.
+        train_metric_interval: run the post-processing and the train metrics (``key_train_metric``,
+            ``additional_metrics``) on every ``n``-th iteration only (and on the first of each epoch); the metric is
+            then the mean over those iterations. Per-sample post-processing (``AsDiscreted``) costs tens of
+            milliseconds an iteration, as much as a whole GPU step. The default 1 runs them on every iteration.
         image_key, label_key: keys of the labeled images / labels and of the unlabeled weak view.
         strong_keys: keys of the two strong views of an unlabeled item.
         box_keys: keys of the two CutMix boxes of an unlabeled item.
         kwargs: every other ``SupervisedTrainer`` argument (``train_handlers``, ``postprocessing``,
             ``key_train_metric``, ``amp``, ...). ``amp_kwargs`` (MONAI's) sets the autocast type when ``amp=True``
-            on CUDA, e.g. ``{"dtype": torch.bfloat16}`` (default float16, which adds a gradient scaler); AMP is
-            ignored on CPU.
+            on CUDA, e.g. ``{"dtype": torch.bfloat16}`` (default float16, which adds a gradient scaler). On CPU,
+            ``amp=True`` runs CPU autocast in bfloat16 (or ``amp_kwargs``' dtype): fast on CPUs with AVX512-BF16 /
+            AMX, but it changes rounding, so it is an opt-in.
 
     Raises:
-        ValueError: for an unknown ``teacher_mode``, or a network without ``perturbed`` passes.
+        ValueError: for an unknown ``teacher_mode`` or ``teacher_batch``, or a network without ``perturbed`` passes.
     """
 
     def __init__(
@@ -111,6 +139,11 @@ class CrossMatchTrainer(SupervisedTrainer):
         teacher_mode: str = "train",
         supervised_only: bool = False,
         max_iterations: int | None = None,
+        backward_per_pass: bool = True,
+        teacher_batch: str = "labeled_and_mix",
+        merge_teacher_passes: bool = False,
+        channels_last: bool = False,
+        train_metric_interval: int = 1,
         image_key: str = "image",
         label_key: str = "label",
         strong_keys: Sequence[str] = ("image_s1", "image_s2"),
@@ -119,12 +152,17 @@ class CrossMatchTrainer(SupervisedTrainer):
     ) -> None:
         if teacher_mode not in ("train", "eval"):
             raise ValueError(f"teacher_mode must be 'train' or 'eval', got {teacher_mode!r}.")
+        if teacher_batch not in ("labeled_and_mix", "mix"):
+            raise ValueError(f"teacher_batch must be 'labeled_and_mix' or 'mix', got {teacher_batch!r}.")
         inner = unwrap_network(network)
         if not supervised_only and not (hasattr(inner, "network") and hasattr(inner, "perturbation")):
             raise ValueError(
                 "CrossMatchTrainer needs a crossmatch_ext.networks.FeaturePerturbedNetwork (network + feature "
                 f"perturbation) as `network`, got {type(inner).__name__}."
             )
+        if int(train_metric_interval) < 1:
+            raise ValueError(f"train_metric_interval must be a positive integer, got {train_metric_interval}.")
+        self.train_metric_interval = int(train_metric_interval)  # read by the registrations in super().__init__
         epoch_length = kwargs.pop("epoch_length", None)
         if epoch_length is None:
             try:
@@ -151,6 +189,16 @@ class CrossMatchTrainer(SupervisedTrainer):
         self.teacher_mode = teacher_mode
         self.supervised_only = bool(supervised_only)
         self.max_iterations = None if max_iterations is None else int(max_iterations)
+        self.backward_per_pass = bool(backward_per_pass)
+        self.teacher_batch = teacher_batch
+        self.merge_teacher_passes = bool(merge_teacher_passes)
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            module = unwrap_network(network)
+            if any(p.dim() == 5 for p in module.parameters()):
+                module.to(memory_format=torch.channels_last_3d)
+            elif any(p.dim() == 4 for p in module.parameters()):
+                module.to(memory_format=torch.channels_last)
         self.image_key, self.label_key = image_key, label_key
         self.strong_keys = tuple(strong_keys)
         self.box_keys = tuple(box_keys)
@@ -161,10 +209,54 @@ class CrossMatchTrainer(SupervisedTrainer):
             self.add_event_handler(Events.ITERATION_COMPLETED(once=self.max_iterations), lambda e: e.terminate())
 
     # ----------------------------------------------------------------------------------------------------------
+    def _metric_due(self, engine: Engine) -> bool:
+        """Whether this iteration runs the post-processing and the train metrics (see ``train_metric_interval``)."""
+        interval = getattr(self, "train_metric_interval", 1)
+        if interval == 1:
+            return True
+        iteration = engine.state.iteration
+        epoch_length = engine.state.epoch_length
+        first_of_epoch = epoch_length is not None and (iteration - 1) % epoch_length == 0
+        return (iteration - 1) % interval == 0 or first_of_epoch
+
+    def _register_postprocessing(self, posttrans: Callable) -> None:
+        """MONAI's post-processing registration, run only on the iterations chosen by :meth:`_metric_due`."""
+
+        @self.on(IterationEvents.MODEL_COMPLETED)
+        def _run_postprocessing(engine: Engine) -> None:
+            if not self._metric_due(engine):
+                return
+            if not isinstance(engine.state.batch, list) or not isinstance(engine.state.output, list):
+                engine.state.batch, engine.state.output = engine_apply_transform(
+                    batch=engine.state.batch, output=engine.state.output, transform=posttrans
+                )
+            else:
+                for i, (b, o) in enumerate(zip(engine.state.batch, engine.state.output)):
+                    engine.state.batch[i], engine.state.output[i] = engine_apply_transform(b, o, posttrans)
+
+    def _register_metrics(self, k_metric: dict, add_metrics: dict | None = None) -> None:
+        """MONAI's metric registration; with ``train_metric_interval > 1`` each metric is updated only when due."""
+        super()._register_metrics(k_metric, add_metrics)
+        if getattr(self, "train_metric_interval", 1) == 1:
+            return
+        for metric in [*k_metric.values(), *(add_metrics or {}).values()]:
+            update = getattr(metric, "iteration_completed", None)
+            if update is None or not self.has_event_handler(update, Events.ITERATION_COMPLETED):
+                continue
+            self.remove_event_handler(update, Events.ITERATION_COMPLETED)
+
+            def sampled(engine: Engine, update: Callable = update) -> None:
+                if self._metric_due(engine):
+                    update(engine)
+
+            self.add_event_handler(Events.ITERATION_COMPLETED, sampled)
+
     def _autocast(self) -> Any:
         device = torch.device(self.state.device) if self.state.device is not None else torch.device("cpu")
         if self.amp and device.type == "cuda":
             return torch.autocast("cuda", **self.amp_kwargs)
+        if self.amp and device.type == "cpu":  # opt-in CPU autocast: bfloat16 unless amp_kwargs names a dtype
+            return torch.autocast("cpu", dtype=self.amp_kwargs.get("dtype", torch.bfloat16))
         return nullcontext()
 
     def _scaler(self) -> torch.amp.GradScaler | None:
@@ -188,17 +280,27 @@ class CrossMatchTrainer(SupervisedTrainer):
             yield
         network.train()
 
-    def _backward_and_step(self, engine: CrossMatchTrainer, loss: torch.Tensor) -> None:
+    @staticmethod
+    def _no_sync(network: nn.Module) -> Any:
+        """``DistributedDataParallel.no_sync`` (gradients of the first backward are reduced with the second)."""
+        return network.no_sync() if isinstance(network, nn.parallel.DistributedDataParallel) else nullcontext()
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        scaler = self._scaler()
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+
+    def _step(self, engine: CrossMatchTrainer) -> None:
         scaler = self._scaler()
         if scaler is not None:
-            scaler.scale(loss).backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             scaler.step(engine.optimizer)
             scaler.update()
         else:
-            loss.backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             engine.optimizer.step()
+
+    def _backward_and_step(self, engine: CrossMatchTrainer, loss: torch.Tensor) -> None:
+        self._backward(loss)
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        self._step(engine)
 
     def _labeled(self, engine: CrossMatchTrainer, batch: Mapping) -> tuple[Any, Any]:
         image, label = engine.prepare_batch(batch, engine.state.device, engine.non_blocking, **engine.to_kwargs)[:2]
@@ -221,6 +323,8 @@ class CrossMatchTrainer(SupervisedTrainer):
 
     def _supervised_iteration(self, engine: CrossMatchTrainer, batch: Mapping) -> dict:
         image, label = self._labeled(engine, batch)
+        if self.channels_last:
+            image = _tensor(image, engine.state.device, engine.non_blocking, True)
         engine.state.batch = batch
         engine.state.output = {Keys.IMAGE: image, Keys.LABEL: label}
         loss_function = engine.loss_function
@@ -246,11 +350,12 @@ class CrossMatchTrainer(SupervisedTrainer):
         image, label = self._labeled(engine, labeled_batch)
         # MONAI decollates engine.state.batch for postprocessing and metrics: it must be the labeled batch only.
         engine.state.batch = labeled_batch
-        x = _tensor(image, device, non_blocking)
+        cl = self.channels_last
+        x = _tensor(image, device, non_blocking, cl)
         y = _tensor(label, device, non_blocking)
-        weak = _tensor(unlabeled[self.image_key], device, non_blocking)
-        strong1 = _tensor(unlabeled[self.strong_keys[0]], device, non_blocking)
-        strong2 = _tensor(unlabeled[self.strong_keys[1]], device, non_blocking)
+        weak = _tensor(unlabeled[self.image_key], device, non_blocking, cl)
+        strong1 = _tensor(unlabeled[self.strong_keys[0]], device, non_blocking, cl)
+        strong2 = _tensor(unlabeled[self.strong_keys[1]], device, non_blocking, cl)
         num_labeled, num_unlabeled = x.shape[0], weak.shape[0]
         threshold = float(self.confidence_threshold(engine.state.iteration))
         network = engine.network
@@ -258,7 +363,7 @@ class CrossMatchTrainer(SupervisedTrainer):
         boxes: list[torch.Tensor | None] = [None, None]
         mix_teacher = mix_weak_fp = mix_strong_fp = None
         if mix is not None:
-            mix_weak = _tensor(mix[self.image_key], device, non_blocking)
+            mix_weak = _tensor(mix[self.image_key], device, non_blocking, cl)
             if mix_weak.shape[0] != num_unlabeled:
                 raise ValueError(
                     f"the mix batch has {mix_weak.shape[0]} items but the unlabeled batch {num_unlabeled}: use the "
@@ -269,35 +374,50 @@ class CrossMatchTrainer(SupervisedTrainer):
                 boxes[k] = box[:, 0] if box.ndim == weak.ndim else box  # (B, *spatial)
             # P1 and P2: pseudo-labels of the mix image, no gradient.
             with self._teacher(network):
-                mix_teacher = PseudoLabel.from_logits(network(mix_weak))
-                out = network(torch.cat([x, mix_weak]), perturbed=num_unlabeled)
-                _, _, mix_weak_fp_logits, mix_strong_fp_logits = out.split(
-                    [num_labeled, num_unlabeled, num_unlabeled, num_unlabeled]
-                )
+                if not self.merge_teacher_passes:
+                    mix_teacher = PseudoLabel.from_logits(network(mix_weak))
+                if self.teacher_batch == "labeled_and_mix":
+                    out = network(torch.cat([x, mix_weak]), perturbed=num_unlabeled)
+                    _, mix_clean_logits, mix_weak_fp_logits, mix_strong_fp_logits = out.split(
+                        [num_labeled, num_unlabeled, num_unlabeled, num_unlabeled]
+                    )
+                else:
+                    out = network(mix_weak, perturbed=num_unlabeled)
+                    mix_clean_logits, mix_weak_fp_logits, mix_strong_fp_logits = out.split([num_unlabeled] * 3)
+                if self.merge_teacher_passes:
+                    mix_teacher = PseudoLabel.from_logits(mix_clean_logits)
                 mix_weak_fp = PseudoLabel.from_logits(mix_weak_fp_logits)
                 mix_strong_fp = PseudoLabel.from_logits(mix_strong_fp_logits)
+                del out, mix_clean_logits, mix_weak_fp_logits, mix_strong_fp_logits
             # CutMix of the strong views (the box broadcast over channels).
-            mix_strong = [_tensor(mix[key], device, non_blocking) for key in self.strong_keys]
+            mix_strong = [_tensor(mix[key], device, non_blocking, cl) for key in self.strong_keys]
             strong1 = torch.where(boxes[0].unsqueeze(1).bool(), mix_strong[0], strong1)
             strong2 = torch.where(boxes[1].unsqueeze(1).bool(), mix_strong[1], strong2)
 
         engine.state.output = {Keys.IMAGE: image, Keys.LABEL: label}
         network.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        with self._autocast():
-            # P3: labeled + weak view, weak view feature-perturbed; P4: both strong views, view 2 perturbed.
-            out = network(torch.cat([x, weak]), perturbed=num_unlabeled)
+        loss_function: CrossMatchLoss = engine.loss_function
+        split = self.backward_per_pass
+        # P3: labeled + weak view, weak view feature-perturbed.
+        with self._no_sync(network) if split else nullcontext():
+            with self._autocast():
+                out = network(torch.cat([x, weak]), perturbed=num_unlabeled)
             pred_x, pred_weak, pred_weak_wfp, pred_weak_sfp = out.split(
                 [num_labeled, num_unlabeled, num_unlabeled, num_unlabeled]
             )
-            out = network(torch.cat([strong1, strong2]), perturbed=num_unlabeled)
-            pred_s1, pred_s2, pred_s2_wfp, pred_s2_sfp = out.split([num_unlabeled] * 4)
-        engine.state.output[Keys.PRED] = pred_x
-        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-
-        teacher = PseudoLabel.from_logits(pred_weak)
-        weak_fp = PseudoLabel.from_logits(pred_weak_wfp)
-        strong_fp = PseudoLabel.from_logits(pred_weak_sfp)
+            teacher = PseudoLabel.from_logits(pred_weak)
+            weak_fp = PseudoLabel.from_logits(pred_weak_wfp)
+            strong_fp = PseudoLabel.from_logits(pred_weak_sfp)
+            terms = loss_function.labeled_and_weak_view_terms(
+                labeled_logits=pred_x, labels=y, weak_view_weak_fp_logits=pred_weak_wfp,
+                weak_view_strong_fp_logits=pred_weak_sfp, teacher=teacher, threshold=threshold,
+            )
+            if split:
+                self._backward(loss_function.partial_loss(terms))
+                terms = {name: value.detach() for name, value in terms.items()}
+                pred_x = pred_x.detach()
+                del out, pred_weak, pred_weak_wfp, pred_weak_sfp
         if mix_teacher is not None:
             teacher_mixed1 = teacher.mixed(boxes[0], mix_teacher)
             teacher_mixed2 = teacher.mixed(boxes[1], mix_teacher)
@@ -306,31 +426,30 @@ class CrossMatchTrainer(SupervisedTrainer):
         else:
             teacher_mixed1 = teacher_mixed2 = teacher
             weak_fp_mixed2, strong_fp_mixed2 = weak_fp, strong_fp
-
-        terms = engine.loss_function(
-            labeled_logits=pred_x,
-            labels=y,
-            strong1_logits=pred_s1,
-            strong2_logits=pred_s2,
-            weak_view_weak_fp_logits=pred_weak_wfp,
-            weak_view_strong_fp_logits=pred_weak_sfp,
-            strong2_weak_fp_logits=pred_s2_wfp,
-            strong2_strong_fp_logits=pred_s2_sfp,
-            teacher=teacher,
-            teacher_mixed1=teacher_mixed1,
-            teacher_mixed2=teacher_mixed2,
-            weak_fp_mixed2=weak_fp_mixed2,
-            strong_fp_mixed2=strong_fp_mixed2,
-            threshold=threshold,
+        # P4: both strong views, view 2 feature-perturbed.
+        with self._autocast():
+            out = network(torch.cat([strong1, strong2]), perturbed=num_unlabeled)
+        pred_s1, pred_s2, pred_s2_wfp, pred_s2_sfp = out.split([num_unlabeled] * 4)
+        engine.state.output[Keys.PRED] = pred_x
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        strong_terms = loss_function.strong_view_terms(
+            strong1_logits=pred_s1, strong2_logits=pred_s2, strong2_weak_fp_logits=pred_s2_wfp,
+            strong2_strong_fp_logits=pred_s2_sfp, teacher_mixed1=teacher_mixed1, teacher_mixed2=teacher_mixed2,
+            weak_fp_mixed2=weak_fp_mixed2, strong_fp_mixed2=strong_fp_mixed2, threshold=threshold,
         )
-        loss = terms["loss"]
-        engine.state.output[Keys.LOSS] = loss
+        if split:
+            backward_loss = loss_function.partial_loss(strong_terms)
+            terms = loss_function.combine({**terms, **{k: v.detach() for k, v in strong_terms.items()}})
+        else:
+            terms = loss_function.combine({**terms, **strong_terms})
+            backward_loss = terms["loss"]
+        engine.state.output[Keys.LOSS] = terms["loss"]
         for name, value in terms.items():
             if name != "loss":
                 engine.state.output[name] = value.detach()
         engine.state.output["confidence_threshold"] = torch.tensor(threshold)
         engine.state.output["mask_ratio"] = teacher.valid(threshold).float().mean()
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        self._backward_and_step(engine, loss)
+        self._backward_and_step(engine, backward_loss)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output

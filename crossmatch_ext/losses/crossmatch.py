@@ -29,7 +29,7 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
-from .dice import MaskedDiceLoss, SupervisedLoss
+from .dice import MaskedDiceLoss, SupervisedLoss, masked_soft_dice
 
 __all__ = ["LOSS_WEIGHT_PRESETS", "CrossMatchLoss", "PseudoLabel"]
 
@@ -149,20 +149,133 @@ class CrossMatchLoss(nn.Module):
             ``kd_decoder_sw``, ``kd_decoder_ss``.
         """
 
-        def masked(logits: torch.Tensor, target: PseudoLabel) -> torch.Tensor:
-            return self.dice(logits, target.label, target.valid(threshold))
+        terms = self.labeled_and_weak_view_terms(
+            labeled_logits=labeled_logits,
+            labels=labels,
+            weak_view_weak_fp_logits=weak_view_weak_fp_logits,
+            weak_view_strong_fp_logits=weak_view_strong_fp_logits,
+            teacher=teacher,
+            threshold=threshold,
+        )
+        terms.update(
+            self.strong_view_terms(
+                strong1_logits=strong1_logits,
+                strong2_logits=strong2_logits,
+                strong2_weak_fp_logits=strong2_weak_fp_logits,
+                strong2_strong_fp_logits=strong2_strong_fp_logits,
+                teacher_mixed1=teacher_mixed1,
+                teacher_mixed2=teacher_mixed2,
+                weak_fp_mixed2=weak_fp_mixed2,
+                strong_fp_mixed2=strong_fp_mixed2,
+                threshold=threshold,
+            )
+        )
+        return self.combine(terms)
 
-        terms: dict[str, torch.Tensor] = {
-            "loss_supervised": self.supervised(labeled_logits, labels),
-            "loss_strong1": masked(strong1_logits, teacher_mixed1),
-            "loss_strong2": masked(strong2_logits, teacher_mixed2),
-            "kd_teacher_ww": masked(weak_view_weak_fp_logits, teacher),
-            "kd_teacher_ws": masked(weak_view_strong_fp_logits, teacher),
-            "kd_teacher_sw": masked(strong2_weak_fp_logits, teacher_mixed2),
-            "kd_teacher_ss": masked(strong2_strong_fp_logits, teacher_mixed2),
-            "kd_decoder_sw": masked(strong2_weak_fp_logits, weak_fp_mixed2),
-            "kd_decoder_ss": masked(strong2_strong_fp_logits, strong_fp_mixed2),
+    def _masked_terms(
+        self, threshold: float, pairs: dict[str, tuple[torch.Tensor, PseudoLabel]]
+    ) -> dict[str, torch.Tensor]:
+        """Confidence-masked Dice of each ``name: (logits, pseudo-label)``.
+
+        The softmax of each logits tensor is computed once (two strong-view outputs serve two terms each) and the
+        confidence mask of each pseudo-label once (``teacher_mixed2`` serves three terms).
+        """
+        probabilities: dict[int, torch.Tensor] = {}
+        valid_masks: dict[int, torch.Tensor] = {}
+        plain = isinstance(self.dice, MaskedDiceLoss) and type(self.dice).forward is MaskedDiceLoss.forward
+        terms: dict[str, torch.Tensor] = {}
+        for name, (logits, target) in pairs.items():
+            if id(target) not in valid_masks:
+                valid_masks[id(target)] = target.valid(threshold)
+            valid = valid_masks[id(target)]
+            if not plain:
+                terms[name] = self.dice(logits, target.label, valid)
+                continue
+            if id(logits) not in probabilities:
+                probabilities[id(logits)] = torch.softmax(logits.float(), dim=1)
+            terms[name] = masked_soft_dice(
+                probabilities[id(logits)], target.label, valid, self.dice.classes, self.dice.smooth
+            )
+        return terms
+
+    def labeled_and_weak_view_terms(
+        self,
+        *,
+        labeled_logits: torch.Tensor,
+        labels: torch.Tensor,
+        weak_view_weak_fp_logits: torch.Tensor,
+        weak_view_strong_fp_logits: torch.Tensor,
+        teacher: PseudoLabel,
+        threshold: float,
+    ) -> dict[str, torch.Tensor]:
+        """The three terms of the pass on ``[labeled; weak view]``: ``loss_supervised``, ``kd_teacher_ww/ws``."""
+        terms = {"loss_supervised": self.supervised(labeled_logits, labels)}
+        terms.update(
+            self._masked_terms(
+                threshold,
+                {
+                    "kd_teacher_ww": (weak_view_weak_fp_logits, teacher),
+                    "kd_teacher_ws": (weak_view_strong_fp_logits, teacher),
+                },
+            )
+        )
+        return terms
+
+    def strong_view_terms(
+        self,
+        *,
+        strong1_logits: torch.Tensor,
+        strong2_logits: torch.Tensor,
+        strong2_weak_fp_logits: torch.Tensor,
+        strong2_strong_fp_logits: torch.Tensor,
+        teacher_mixed1: PseudoLabel,
+        teacher_mixed2: PseudoLabel,
+        weak_fp_mixed2: PseudoLabel,
+        strong_fp_mixed2: PseudoLabel,
+        threshold: float,
+    ) -> dict[str, torch.Tensor]:
+        """The six terms of the pass on ``[strong view 1; strong view 2]``."""
+        return self._masked_terms(
+            threshold,
+            {
+                "loss_strong1": (strong1_logits, teacher_mixed1),
+                "loss_strong2": (strong2_logits, teacher_mixed2),
+                "kd_teacher_sw": (strong2_weak_fp_logits, teacher_mixed2),
+                "kd_teacher_ss": (strong2_strong_fp_logits, teacher_mixed2),
+                "kd_decoder_sw": (strong2_weak_fp_logits, weak_fp_mixed2),
+                "kd_decoder_ss": (strong2_strong_fp_logits, strong_fp_mixed2),
+            },
+        )
+
+    def coefficients(self) -> dict[str, float]:
+        """The weight of each of the nine terms in ``loss`` (the total is linear in the terms)."""
+        image = self.image_weight / 2.0
+        teacher_kd = self.distillation_weight * (1.0 - self.eta) / 4.0
+        decoder_kd = self.distillation_weight * self.eta / 2.0
+        return {
+            "loss_supervised": self.supervised_weight,
+            "loss_strong1": image,
+            "loss_strong2": image,
+            "kd_teacher_ww": teacher_kd,
+            "kd_teacher_ws": teacher_kd,
+            "kd_teacher_sw": teacher_kd,
+            "kd_teacher_ss": teacher_kd,
+            "kd_decoder_sw": decoder_kd,
+            "kd_decoder_ss": decoder_kd,
         }
+
+    def partial_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``sum(coefficient * term)`` over the given subset of the nine terms (for a backward per pass)."""
+        coefficients = self.coefficients()
+        names = list(terms)
+        total = coefficients[names[0]] * terms[names[0]]
+        for name in names[1:]:
+            total = total + coefficients[name] * terms[name]
+        return total
+
+    def combine(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Add the grouped terms and the weighted total ``loss`` to the nine ``terms``."""
+        terms = dict(terms)
         teacher_kd = (
             terms["kd_teacher_ww"] + terms["kd_teacher_ws"] + terms["kd_teacher_sw"] + terms["kd_teacher_ss"]
         ) / 4.0

@@ -22,14 +22,6 @@ import torch.nn.functional as F
 __all__ = ["MaskedDiceLoss", "SupervisedLoss", "masked_soft_dice"]
 
 
-def _one_hot(labels: torch.Tensor, num_classes: int, ndim: int) -> torch.Tensor:
-    """(B, *spatial) or (B, 1, *spatial) integer labels -> (B, C, *spatial) float one-hot (``ndim`` dimensions)."""
-    if labels.ndim == ndim and labels.shape[1] == 1:
-        labels = labels[:, 0]
-    labels = labels.long()
-    return F.one_hot(labels, num_classes).movedim(-1, 1).float()
-
-
 def masked_soft_dice(
     probabilities: torch.Tensor,
     labels: torch.Tensor,
@@ -55,27 +47,39 @@ def masked_soft_dice(
     """
     if probabilities.ndim < 3:
         raise ValueError(f"probabilities must be (B, C, *spatial), got shape {tuple(probabilities.shape)}.")
-    num_classes = probabilities.shape[1]
-    target = _one_hot(labels, num_classes, probabilities.ndim).to(probabilities.dtype)
-    if target.shape != probabilities.shape:
+    if labels.ndim == probabilities.ndim and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.shape != probabilities.shape[:1] + probabilities.shape[2:]:
         raise ValueError(
             f"labels of shape {tuple(labels.shape)} do not match probabilities of shape {tuple(probabilities.shape)}."
         )
     if valid is not None:
         if valid.ndim == probabilities.ndim:
             valid = valid[:, 0]
-        if valid.shape != target.shape[:1] + target.shape[2:]:
+        if valid.shape != labels.shape:
             raise ValueError(f"valid mask of shape {tuple(valid.shape)} does not match labels {tuple(labels.shape)}.")
-        weight = valid.unsqueeze(1).to(probabilities.dtype)
-        probabilities = probabilities * weight
-        target = target * weight
+    # Only the averaged classes are computed (each class's sums are independent of the others). The one-hot target is
+    # a comparison with the class indices, and the mask is folded into it: with 0/1 weights ``w``,
+    # ``(p w)(t w) = p (t w)``, ``(p w)^2 = p (p w)`` and ``(t w)^2 = t w`` hold exactly, so the sums equal those of
+    # the textbook form ``sum((p w) (t w))`` etc. (up to float summation order).
+    class_index = list(range(probabilities.shape[1])) if classes is None else [int(c) for c in classes]
+    if class_index != list(range(probabilities.shape[1])):
+        probabilities = probabilities[:, class_index]
+    shape = [1, len(class_index)] + [1] * (probabilities.ndim - 2)
+    ids = torch.tensor(class_index, device=labels.device, dtype=labels.dtype).view(shape)
+    target = labels.unsqueeze(1) == ids
+    if valid is not None:
+        valid_w = valid.unsqueeze(1).bool()
+        target = target & valid_w
+        masked_probabilities = probabilities * valid_w.to(probabilities.dtype)
+    else:
+        masked_probabilities = probabilities
+    target = target.to(probabilities.dtype)
     reduce_dims = [0] + list(range(2, probabilities.ndim))
     intersection = (probabilities * target).sum(reduce_dims)
-    prediction_sq = (probabilities * probabilities).sum(reduce_dims)
-    target_sq = (target * target).sum(reduce_dims)
+    prediction_sq = (probabilities * masked_probabilities).sum(reduce_dims)
+    target_sq = target.sum(reduce_dims)
     per_class = 1.0 - (2.0 * intersection + smooth) / (prediction_sq + target_sq + smooth)
-    if classes is not None:
-        per_class = per_class[list(classes)]
     return per_class.mean()
 
 
