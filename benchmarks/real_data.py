@@ -322,13 +322,27 @@ def _train_status(run: Run, started: float) -> str:
     return text
 
 
+DEADLINE: list[float | None] = [None]  # wall-clock time after which running commands are stopped
+
+
 def _run_logged(command: list[str], log: Path, env: dict[str, str]) -> tuple[int, float]:
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
     with open(log, "w", encoding="utf-8") as stream:
         stream.write("$ " + " ".join(shlex.quote(c) for c in command) + "\n")
         stream.flush()
-        proc = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, cwd=str(REPO), env=env, check=False)
+        proc = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, cwd=str(REPO), env=env)
+        while proc.poll() is None:
+            deadline = DEADLINE[0]
+            if deadline is not None and time.time() > deadline:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                stream.write("\n[stopped: the benchmark's time limit was reached]\n")
+                return -1, time.time() - start
+            time.sleep(1.0)
     return proc.returncode, time.time() - start
 
 
@@ -372,7 +386,7 @@ def execute_all(runs: list[Run], jobs: int, force: bool, threads: int | None) ->
     def worker() -> None:
         while True:
             with lock:
-                if not pending:
+                if not pending or (DEADLINE[0] is not None and time.time() > DEADLINE[0]):
                     return
                 run = pending.pop(0)
             print(f"[{time.strftime('%H:%M:%S')}] start {run.label} -> {run.folder}", flush=True)
@@ -705,6 +719,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="extra config override (repeatable)")
     parser.add_argument("--overlay-cases", type=int, default=3, help="cases shown in overlays.png")
     parser.add_argument("--force", action="store_true", help="repeat runs that already have results")
+    parser.add_argument("--time-limit", type=float, metavar="MINUTES",
+                        help="stop starting runs and stop running ones after this long, then report what finished")
     parser.add_argument("--report-only", action="store_true", help="only aggregate existing runs and plot")
     parser.add_argument("--dry-run", action="store_true", help="print the commands and stop")
     parser.add_argument("--yes", action="store_true", help="go on with a paper setting without a GPU")
@@ -746,7 +762,12 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         print(f"{name}: {len(runs)} runs ({', '.join(args.modes)}; seeds {args.seeds}) in {out}", flush=True)
         start = time.time()
-        execute_all(runs, args.jobs, args.force, args.threads)
+        if args.time_limit is not None:
+            DEADLINE[0] = start + 60 * args.time_limit
+        try:
+            execute_all(runs, args.jobs, args.force, args.threads)
+        except SystemExit as error:  # failed runs are listed; report the others
+            print(error, flush=True)
         print(f"all runs finished in {(time.time() - start) / 60:.1f} min", flush=True)
     results = collect(runs, protocol, data, args)
     out.mkdir(parents=True, exist_ok=True)
