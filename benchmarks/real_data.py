@@ -228,6 +228,8 @@ class Run:
 
 def make_runs(protocol: Protocol, args: argparse.Namespace, data: Path, out: Path) -> list[Run]:
     runs = []
+    if args.seeds is None:
+        args.seeds = [0, 1, 2] if protocol.paper else [0, 1]
     for seed in args.seeds:
         for mode in args.modes:
             folder = out / f"{mode}_seed{seed}"
@@ -731,8 +733,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     name = args.protocol or args.reproduce
     protocol = PROTOCOLS[name]
-    if args.seeds is None:
-        args.seeds = [0, 1, 2] if args.reproduce else [0, 1]
     data = args.data or _default_data(protocol.bundle)
     if data is None or not Path(data).is_dir():
         raise SystemExit(f"--data: dataset folder not found ({data}); give the folder with the {protocol.bundle} "
