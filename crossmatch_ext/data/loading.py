@@ -51,7 +51,8 @@ class MapLabelValuesStrictd(MapTransform):
             label = d[key]
             values = torch.unique(torch.as_tensor(label)).tolist()
             allowed = set(self.mapping) | set(self.mapping.values())
-            unexpected = [v for v in values if float(v) != int(v) or int(v) not in allowed]
+            unexpected = [int(v) if float(v).is_integer() else v for v in values
+                          if not float(v).is_integer() or int(v) not in allowed]
             if unexpected:
                 meta = getattr(label, "meta", {}) or {}
                 name = meta.get("filename_or_obj", key)

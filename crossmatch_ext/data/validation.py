@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputFileNotFoundError, InputValueError
-from .slices import is_hdf5_source
+from .slices import HDF5_SUFFIXES
 
 __all__ = ["validate_datalists", "validate_item"]
 
@@ -71,7 +71,7 @@ def _read(path_like: Any, dataset: str, case: str, key: str, source: str) -> np.
         raise InputFileNotFoundError(
             f"case {case!r}: {key} file not found: {path} (listed in {source}): add the file or remove the case."
         )
-    if is_hdf5_source(str(path)):
+    if path.name.lower().endswith(tuple(HDF5_SUFFIXES)):
         return _read_h5(path, dataset, case)
     return _read_other(path, case)
 
@@ -128,7 +128,8 @@ def validate_item(
                 raise InputValueError(f"case {case!r}: the label {item['label']} holds NaN or Inf values.")
             mapping = dict(raw_label_map or {})
             allowed = {int(v) for v in label_values} | {int(k) for k in mapping}
-            unexpected = [v for v in values.tolist() if float(v) != int(v) or int(v) not in allowed]
+            unexpected = [int(v) if float(v).is_integer() else v for v in values.tolist()
+                          if not float(v).is_integer() or int(v) not in allowed]
             if unexpected:
                 raw = f" or the raw values {sorted(mapping)}" if mapping else ""
                 raise InputValueError(
