@@ -122,9 +122,21 @@ def format_input_error(error: BaseException) -> str | None:
 _previous_hook: Any = None
 
 
+def _close_progress_bars() -> None:
+    """Close live tqdm bars now: left open, they print themselves again at exit, after the error message."""
+    tqdm_module = sys.modules.get("tqdm.std")
+    bar_type = getattr(tqdm_module, "tqdm", None)
+    for bar in list(getattr(bar_type, "_instances", None) or []):
+        try:
+            bar.close()
+        except Exception:
+            pass
+
+
 def _hook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
     previous = _previous_hook or sys.__excepthook__
     try:
+        _close_progress_bars()
         text = format_input_error(error)
         if text is not None and not os.environ.get(TRACEBACK_ENV):
             sys.stderr.flush()

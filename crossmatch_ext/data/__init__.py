@@ -14,7 +14,7 @@ from .datalists import (
     read_id_list,
 )
 from .folders import INFERENCE_PATTERNS, image_folder_datalist
-from .loading import LA_RAW_LABEL_MAP, LAYOUTS, MapLabelValuesStrictd, load_transforms
+from .loading import LA_RAW_LABEL_MAP, LAYOUTS, CheckChannelCountd, MapLabelValuesStrictd, load_transforms
 from .readers import H5Reader, list_h5_datasets
 from .slices import HDF5_SUFFIXES, ReorderHDF5Stackd, VolumeSliceDataset, is_hdf5_source
 from .validation import validate_datalists, validate_item
@@ -31,6 +31,7 @@ def __getattr__(name: str):  # the generator is imported on first use, so `pytho
 
 __all__ = [
     "ACDC_LAYOUTS",
+    "CheckChannelCountd",
     "HDF5_SUFFIXES",
     "INFERENCE_PATTERNS",
     "LAYOUTS",

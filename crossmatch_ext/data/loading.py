@@ -19,7 +19,7 @@ from monai.transforms import (
 from ..errors import InputValueError
 from .readers import H5Reader
 
-__all__ = ["LAYOUTS", "LA_RAW_LABEL_MAP", "MapLabelValuesStrictd", "load_transforms"]
+__all__ = ["LAYOUTS", "LA_RAW_LABEL_MAP", "CheckChannelCountd", "MapLabelValuesStrictd", "load_transforms"]
 
 #: Layouts understood by :func:`load_transforms` (see :mod:`crossmatch_ext.data.datalists`).
 LAYOUTS = ("h5", "nrrd", "nifti", "json")
@@ -64,6 +64,36 @@ class MapLabelValuesStrictd(MapTransform):
             for raw, target in self.mapping.items():
                 out[label == raw] = target
             d[key] = out
+        return d
+
+
+class CheckChannelCountd(MapTransform):
+    """Fail with the file's name when a channel-first image has not the number of channels the model takes.
+
+    A multi-modal or RGB export given to a single-channel model would otherwise fail inside the network's first
+    convolution (or, worse, be silently reduced) with no mention of the file.
+
+    Args:
+        keys: the image keys (channel first, after ``EnsureChannelFirstd``).
+        channels: the model's ``in_channels``.
+        allow_missing_keys: skip items without the key.
+    """
+
+    def __init__(self, keys: KeysCollection, channels: int, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.channels = int(channels)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            if int(image.shape[0]) != self.channels:
+                meta = getattr(image, "meta", {}) or {}
+                name = meta.get("filename_or_obj", key)
+                raise InputValueError(
+                    f"image {name} has {int(image.shape[0])} channels (shape {list(image.shape)}, channel first), but "
+                    f"the model takes {self.channels} (network_def::in_channels): give one modality per file."
+                )
         return d
 
 

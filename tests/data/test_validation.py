@@ -171,3 +171,15 @@ def test_empty_train_list_and_too_many_labeled(tmp_path: Path):
 def test_input_errors_are_also_builtin_errors():
     assert issubclass(InputValueError, ValueError) and issubclass(InputFileNotFoundError, FileNotFoundError)
     assert issubclass(InputValueError, InputError)
+
+
+def test_channel_count_check_names_the_file():
+    from monai.data import MetaTensor
+
+    from crossmatch_ext.data import CheckChannelCountd
+
+    image = MetaTensor(torch.zeros(2, 8, 8, 8), meta={"filename_or_obj": "/d/two_channels.nii.gz"})
+    with pytest.raises(InputValueError, match=r"image /d/two_channels\.nii\.gz has 2 channels \(shape \[2, 8, 8, 8\], "
+                                              r"channel first\), but the model takes 1 \(network_def::in_channels\)"):
+        CheckChannelCountd("image", 1)({"image": image})
+    assert CheckChannelCountd("image", 2)({"image": image})["image"] is image
