@@ -268,8 +268,10 @@ def check_setting(key: str, value: Any, kind: str | None = None) -> None:
                     f"write --{key} {word}")
         elif kind in (_INTS, _NUMBERS):
             hint = f", e.g. --{key} [112,112,80] (no spaces)"
-        elif kind in (_INT, _NUMBER):
+        elif kind == _INT:
             hint = f", e.g. --{key} 8"
+        elif kind == _NUMBER:
+            hint = f", e.g. --{key} 0.01"
         raise SettingError(f"config key {key!r} must be {kind}, got {_describe(value)}{hint}.")
     choices = SETTING_CHOICES.get(key)
     if choices is not None and value not in choices:

@@ -272,7 +272,7 @@ def _check_count(num: int, available: int, what: str, source: str) -> None:
     if num <= 0 or num > available:
         raise InputValueError(
             f"the number of labeled {what} must be between 1 and {available} (the {what} in {source}), got {num}: "
-            f"lower --num_labeled{'_patients' if what == 'patients' else ''} or add cases to the list."
+            f"set --num_labeled{'_patients' if what == 'patients' else ''} in that range, or add cases to the list."
         )
 
 

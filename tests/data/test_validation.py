@@ -164,7 +164,7 @@ def test_empty_train_list_and_too_many_labeled(tmp_path: Path):
     with pytest.raises(InputValueError, match=r"no labeled cases: .*train\.list lists none"):
         la_datalists(root, num_labeled=1, val_list=None)
     (root / "train.list").write_text("c0\nc1\n")
-    with pytest.raises(InputValueError, match=r"between 1 and 2 .* got 3: lower --num_labeled"):
+    with pytest.raises(InputValueError, match=r"between 1 and 2 .* got 3: set --num_labeled in that range"):
         la_datalists(root, num_labeled=3, val_list=None)
 
 
