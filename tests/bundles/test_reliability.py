@@ -27,13 +27,13 @@ pytestmark = pytest.mark.slow
 CONFIGS = REPO_ROOT / "bundles" / "crossmatch_la" / "configs"
 TRAIN = "bundles/crossmatch_la/configs/train.yaml"
 FAST = ["--patch_size", "[16,16,16]", "--eval_strides", "[8,8,8]", "--num_workers", "0", "--num_labeled", "2",
-        "--batch_size", "1", "--network_def::n_filters", "4", "--log_interval", "1000"]
+        "--batch_size", "2", "--network_def::n_filters", "4", "--log_interval", "1000"]
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     return write_la_dataset(tmp_path_factory.mktemp("la") / "data", num_train=5, num_val=1, num_labeled=(2,), seed=2,
-                            shape=(24, 24, 14), nifti=True)
+                            shape=(24, 24, 16), nifti=True)
 
 
 def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -126,7 +126,7 @@ def _losses(dataset: Path, tmp_path: Path, seed: int, steps: int = 5) -> list[fl
     wf = ConfigWorkflow(config_file=str(CONFIGS / "train.yaml"), meta_file=str(CONFIGS / "metadata.json"),
                         logging_file=False, workflow_type="train", dataset_dir=str(dataset), seed=seed,
                         ckpt_dir=str(tmp_path / f"models{seed}"), output_dir=str(tmp_path / f"eval{seed}"),
-                        num_iterations=steps, val_interval=steps, patch_size=[32, 32, 16], eval_strides=[16, 16, 8],
+                        num_iterations=steps, val_interval=steps, patch_size=[32, 32, 32], eval_strides=[16, 16, 16],
                         num_workers=0, num_labeled=2, batch_size=1, log_interval=1000,
                         **{"network_def::n_filters": 4})
     wf.initialize()
@@ -139,7 +139,7 @@ def _losses(dataset: Path, tmp_path: Path, seed: int, steps: int = 5) -> list[fl
 
 
 def test_same_seed_same_losses_and_small_volumes_are_padded(dataset: Path, tmp_path: Path):
-    # the 24x24x14 volumes are smaller than the 32x32x16 patch: padded for training and validation
+    # the 24x24x16 volumes are smaller than the 32x32x32 patch: padded for training and validation
     first = _losses(dataset, tmp_path / "a", seed=11)
     second = _losses(dataset, tmp_path / "b", seed=11)
     assert len(first) == 5 and first == second
@@ -148,5 +148,5 @@ def test_same_seed_same_losses_and_small_volumes_are_padded(dataset: Path, tmp_p
     import json
 
     record = json.loads((tmp_path / "a" / "models11" / "run_settings.json").read_text())
-    assert record["seed"] == 11 and record["settings"]["patch_size"] == [32, 32, 16]
+    assert record["seed"] == 11 and record["settings"]["patch_size"] == [32, 32, 32]
     assert len(record["data"]["padded_to_patch"]) == 6
