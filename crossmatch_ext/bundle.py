@@ -318,16 +318,22 @@ def _writable_dir(key: str, folder: str | os.PathLike) -> Path:
     path = Path(folder)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write_test_", delete=True)
-        probe.write(b"0")
-        probe.flush()
-        probe.close()
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_test_", delete=True) as probe:
+            probe.write(b"0")
+            probe.flush()
     except OSError as e:
         raise InputError(
             f"{key} {path} is not writable ({type(e).__name__}: {e.strerror or e}): choose a folder you can write "
             f"with --{key} DIR."
         ) from e
     return path
+
+
+def _plain(value: Any) -> bool:
+    """A literal config value (not an expression, a reference or a macro)."""
+    if isinstance(value, str):
+        return not value.startswith(("$", "@", "%"))
+    return value is None or isinstance(value, (bool, int, float))
 
 
 def effective_settings(parser: Any) -> dict[str, Any]:
@@ -350,13 +356,8 @@ def effective_settings(parser: Any) -> dict[str, Any]:
             continue
         if key in evaluated:
             settings[key] = _json_value(parser.get_parsed_content(key))
-        elif isinstance(raw, (bool, int, float)) or raw is None:
+        elif _plain(raw) or (isinstance(raw, list) and all(_plain(v) for v in raw)):
             settings[key] = raw
-        elif isinstance(raw, str) and not raw.startswith(("$", "@", "%")):
-            settings[key] = raw
-        elif isinstance(raw, list) and all(isinstance(v, (bool, int, float, str)) for v in raw):
-            if not any(isinstance(v, str) and v.startswith(("$", "@", "%")) for v in raw):
-                settings[key] = raw
     return settings
 
 
@@ -455,5 +456,5 @@ def _rank() -> int:
         import torch.distributed as dist
 
         return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-    except Exception:
+    except Exception:  # noqa: BLE001 - no process group: a single process
         return 0

@@ -16,6 +16,7 @@ evaluation failed and the root cause, so that the last line is still the useful 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
@@ -127,10 +128,8 @@ def _close_progress_bars() -> None:
     tqdm_module = sys.modules.get("tqdm.std")
     bar_type = getattr(tqdm_module, "tqdm", None)
     for bar in list(getattr(bar_type, "_instances", None) or []):
-        try:
+        with contextlib.suppress(Exception):  # a bar that cannot close must not hide the error
             bar.close()
-        except Exception:
-            pass
 
 
 def _hook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
@@ -150,7 +149,7 @@ def _hook(kind: type[BaseException], error: BaseException, tb: TracebackType | N
             message = "".join(traceback.format_exception_only(type(root), root)).strip().splitlines()
             print(f"crossmatch: config key {key!r} failed: {message[-1] if message else type(root).__name__}",
                   file=sys.stderr, flush=True)
-    except Exception:  # never hide the original error behind a failure of the hook
+    except Exception:  # noqa: BLE001 - never hide the original error behind a failure of the hook
         sys.__excepthook__(kind, error, tb)
 
 

@@ -21,15 +21,15 @@ LA = REPO_ROOT / "bundles" / "crossmatch_la" / "configs"
 @pytest.mark.parametrize(
     "key, value, message",
     [
-        ("amp", "false", r"config key 'amp' must be True or False, got the text 'false'; MONAI's command line passes "
-                         r"lowercase true/false through as text, which counts as true: write --amp False"),
+        ("amp", "false", (r"config key 'amp' must be True or False, got the text 'false'; MONAI's command line passes "
+                          r"lowercase true/false through as text, which counts as true: write --amp False")),
         ("resume", "true", r"'resume' must be True or False, got the text 'true'.*write --resume True"),
         ("num_iterations", "ten", r"'num_iterations' must be an integer, got the text 'ten', e.g. --num_iterations 8"),
         ("num_labeled", 2.5, r"'num_labeled' must be an integer, got 2.5 \(float\)"),
         ("num_iterations", True, r"'num_iterations' must be an integer, got True \(bool\)"),
         ("learning_rate", "1e-3x", r"'learning_rate' must be a number, got the text '1e-3x'"),
-        ("patch_size", 32, r"'patch_size' must be a list of integers, got 32 \(int\), e.g. --patch_size "
-                           r"\[112,112,80\] \(no spaces\)"),
+        ("patch_size", 32, (r"'patch_size' must be a list of integers, got 32 \(int\), e.g. --patch_size "
+                            r"\[112,112,80\] \(no spaces\)")),
         ("patch_size", "[112, 112, 80]", r"'patch_size' must be a list of integers, got the text '\[112, 112, 80\]'"),
         ("patch_size", [32, 0, 16], r"'patch_size' must hold positive integers"),
         ("mode", "semi", r"'mode' must be one of \['crossmatch', 'supervised'\], got the text 'semi'"),
@@ -102,7 +102,7 @@ def test_disk_full(dataset: Path, tmp_path: Path, monkeypatch):
 def test_bad_data_is_found_before_training(dataset: Path, tmp_path: Path):
     broken = tmp_path / "broken"
     shutil.copytree(dataset, broken)
-    victim = sorted(broken.glob("*/mri_norm2.h5"))[-1]
+    victim = max(broken.glob("*/mri_norm2.h5"))
     victim.write_bytes(victim.read_bytes()[:100])
     with pytest.raises(InputError, match=rf"cannot read {victim} as an HDF5 file"):
         check_training_run("crossmatch_la", parser=_parser(broken, tmp_path))

@@ -14,13 +14,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from bundle_helpers import REPO_ROOT
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 
 from crossmatch_ext.data import write_la_dataset
 from crossmatch_ext.engines import loss_terms
-
-from bundle_helpers import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +37,7 @@ def dataset(tmp_path_factory) -> Path:
 
 def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=timeout,
+                          stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 

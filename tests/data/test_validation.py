@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from crossmatch_ext.data import MapLabelValuesStrictd, la_datalists, validate_datalists, validate_item
+from crossmatch_ext.data import (
+    MapLabelValuesStrictd,
+    la_datalists,
+    validate_datalists,
+    validate_item,
+)
 from crossmatch_ext.errors import InputError, InputFileNotFoundError, InputValueError
 
 
