@@ -62,7 +62,6 @@ def test_bad_inputs_end_with_a_short_message(dataset: Path, tmp_path: Path):
     unwritable = _last_lines(_cli("run", "training", "--config_file", TRAIN, "--dataset_dir", str(dataset), *FAST,
                                   "--ckpt_dir", str(blocker / "models"), "--output_dir", str(tmp_path / "eval")))
     assert f"ckpt_dir {blocker}/models is not writable" in unwritable[1] and "--ckpt_dir DIR" in unwritable[1]
-    assert not (tmp_path / "models").exists()
 
 
 def test_two_channel_image_at_inference(tmp_path: Path):
