@@ -14,9 +14,10 @@ from .datalists import (
     read_id_list,
 )
 from .folders import INFERENCE_PATTERNS, image_folder_datalist
-from .loading import LAYOUTS, load_transforms
+from .loading import LA_RAW_LABEL_MAP, LAYOUTS, CheckChannelCountd, MapLabelValuesStrictd, load_transforms
 from .readers import H5Reader, list_h5_datasets
 from .slices import HDF5_SUFFIXES, ReorderHDF5Stackd, VolumeSliceDataset, is_hdf5_source
+from .validation import validate_datalists, validate_item
 
 _SYNTHETIC = ("make_acdc_case", "make_la_case", "write_acdc_dataset", "write_la_dataset")
 
@@ -30,10 +31,13 @@ def __getattr__(name: str):  # the generator is imported on first use, so `pytho
 
 __all__ = [
     "ACDC_LAYOUTS",
+    "CheckChannelCountd",
     "HDF5_SUFFIXES",
     "INFERENCE_PATTERNS",
     "LAYOUTS",
     "LA_LAYOUTS",
+    "LA_RAW_LABEL_MAP",
+    "MapLabelValuesStrictd",
     "H5Reader",
     "ReorderHDF5Stackd",
     "VolumeSliceDataset",
@@ -50,6 +54,8 @@ __all__ = [
     "make_la_case",
     "patient_id",
     "read_id_list",
+    "validate_datalists",
+    "validate_item",
     "write_acdc_dataset",
     "write_la_dataset",
 ]

@@ -41,6 +41,8 @@ from typing import Any
 from monai.config import PathLike
 from monai.data import load_decathlon_datalist
 
+from ..errors import InputFileNotFoundError, InputValueError
+
 __all__ = [
     "ACDC_LAYOUTS",
     "LA_LAYOUTS",
@@ -121,7 +123,7 @@ def read_id_list(path: PathLike) -> list[str]:
     """
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"split list not found: {file}")
+        raise InputFileNotFoundError(f"split list not found: {file}")
     ids: list[str] = []
     for line in file.read_text().splitlines():
         entry = line.split("#", 1)[0].strip()
@@ -143,7 +145,15 @@ def _resolve_json(dataset_dir: Path) -> Path | None:
 def _check_dir(dataset_dir: PathLike) -> Path:
     path = Path(dataset_dir).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"dataset_dir not found: {path}")
+        raise InputFileNotFoundError(
+            f"dataset_dir not found: {path}. Set --dataset_dir to the folder that holds the data (or to a datalist "
+            "JSON); see the bundle's docs/README.md, section Data."
+        )
+    if path.is_dir() and not any(path.iterdir()):
+        raise InputValueError(
+            f"dataset_dir is empty: {path}. Set --dataset_dir to the folder that holds the data, or generate a test "
+            "set with `python -m crossmatch_ext.data.synthetic --help`."
+        )
     return path
 
 
@@ -168,9 +178,9 @@ def detect_la_layout(dataset_dir: PathLike) -> str:
             return "h5"
         if any(path.glob(f"*/{LA_IMAGE_NAME}")):
             return "nrrd"
-    raise ValueError(
-        f"no LA data layout found in {path}: expected a datalist JSON ({DATALIST_NAME}), case folders with "
-        f"{LA_H5_NAME} (HDF5 layout), or case folders with {LA_IMAGE_NAME} + {LA_LABEL_NAME} (challenge layout)."
+    raise InputValueError(
+        f"dataset_dir {path}: no LA data layout found: expected a datalist JSON ({DATALIST_NAME}), case folders with "
+        f"{LA_H5_NAME} (HDF5 layout), or case folders with {LA_IMAGE_NAME} + {LA_LABEL_NAME} (challenge layout). Point --dataset_dir at such a folder."
     )
 
 
@@ -203,21 +213,24 @@ def detect_acdc_layout(dataset_dir: PathLike) -> str:
             return "h5"
         if any(path.glob("*/*_frame[0-9][0-9].nii.gz")):
             return "nifti"
-    raise ValueError(
-        f"no ACDC data layout found in {path}: expected a datalist JSON ({DATALIST_NAME}), HDF5 volumes in "
-        "volumes/ or data/, or patient folders with patientNNN_frameMM.nii.gz + _gt.nii.gz (challenge layout)."
+    raise InputValueError(
+        f"dataset_dir {path}: no ACDC data layout found: expected a datalist JSON ({DATALIST_NAME}), HDF5 volumes in "
+        "volumes/ or data/, or patient folders with patientNNN_frameMM.nii.gz + _gt.nii.gz (challenge layout). Point --dataset_dir at such a folder."
     )
 
 
 def _check_layout(layout: str, allowed: Sequence[str]) -> str:
     if layout not in allowed:
-        raise ValueError(f"layout must be one of {list(allowed)}, got {layout!r}.")
+        raise InputValueError(f"data_layout must be one of {list(allowed)}, got {layout!r}.")
     return layout
 
 
 def _require(path: Path, case: str, referenced_by: str) -> str:
     if not path.is_file():
-        raise FileNotFoundError(f"file of case {case!r} not found: {path} (referenced by {referenced_by}).")
+        raise InputFileNotFoundError(
+            f"file of case {case!r} not found: {path} (the case is listed in {referenced_by}): add the file, or "
+            "remove the case from that list."
+        )
     return str(path)
 
 
@@ -231,9 +244,9 @@ def _pool_and_validation(
         val_path = root / val_list
         if not val_path.is_file():
             present = sorted(p.name for p in root.glob("*.list"))
-            raise FileNotFoundError(
-                f"validation list not found: {val_path} (list files present: {present}); pass val_list=None to "
-                "build no validation list."
+            raise InputFileNotFoundError(
+                f"validation list not found: {val_path} (list files present: {present}); set --validation_list to "
+                "one of them, or to None for no validation list."
             )
         validation = read_id_list(val_path)
         val_source = str(val_path)
@@ -253,10 +266,13 @@ def _pool_and_validation(
 
 def _check_count(num: int, available: int, what: str, source: str) -> None:
     if isinstance(num, bool) or not isinstance(num, int):
-        raise ValueError(f"the number of labeled {what} must be an integer, got {num!r}.")
+        raise InputValueError(f"the number of labeled {what} must be an integer, got {num!r}.")
+    if available == 0:
+        raise InputValueError(f"no labeled {what}: {source} lists none; add cases to it.")
     if num <= 0 or num > available:
-        raise ValueError(
-            f"the number of labeled {what} must be between 1 and {available} (the {what} in {source}), got {num}."
+        raise InputValueError(
+            f"the number of labeled {what} must be between 1 and {available} (the {what} in {source}), got {num}: "
+            f"set --num_labeled{'_patients' if what == 'patients' else ''} in that range, or add cases to the list."
         )
 
 
@@ -276,9 +292,9 @@ def _json_items(json_path: Path) -> tuple[list[Item], list[Item]]:
     for section, items in (("training", training), ("validation", validation)):
         for i, item in enumerate(items):
             if "image" not in item:
-                raise ValueError(f"item {i} of {section!r} in {json_path} has no 'image' entry: {item}")
+                raise InputValueError(f"item {i} of {section!r} in {json_path} has no 'image' entry: {item}")
             if section == "validation" and "label" not in item:
-                raise ValueError(f"item {i} of 'validation' in {json_path} has no 'label' entry: {item}")
+                raise InputValueError(f"item {i} of 'validation' in {json_path} has no 'label' entry: {item}")
             item["image"] = str(item["image"])
             if "label" in item:
                 item["label"] = str(item["label"])
@@ -333,12 +349,12 @@ def la_datalists(
     if chosen == "json":
         json_path = _resolve_json(path)
         if json_path is None:
-            raise FileNotFoundError(f"no datalist JSON at {path} (expected a .json file or {path / DATALIST_NAME}).")
+            raise InputFileNotFoundError(f"no datalist JSON at {path} (expected a .json file or {path / DATALIST_NAME}).")
         lists = _json_lists(json_path, num_labeled, group=False)
         _log_summary("LA", chosen, json_path, lists)
         return lists
     if not path.is_dir():
-        raise ValueError(f"layout {chosen!r} needs a folder, got the file {path}.")
+        raise InputValueError(f"layout {chosen!r} needs a folder, got the file {path}.")
     image_name, label_name = (LA_H5_NAME, LA_H5_NAME) if chosen == "h5" else (LA_IMAGE_NAME, LA_LABEL_NAME)
     on_disk = sorted(p.parent.name for p in path.glob(f"*/{image_name}"))
     pool, pool_source, validation, val_source = _pool_and_validation(path, val_list, on_disk)
@@ -398,17 +414,17 @@ def acdc_datalists(
     if chosen == "json":
         json_path = _resolve_json(path)
         if json_path is None:
-            raise FileNotFoundError(f"no datalist JSON at {path} (expected a .json file or {path / DATALIST_NAME}).")
+            raise InputFileNotFoundError(f"no datalist JSON at {path} (expected a .json file or {path / DATALIST_NAME}).")
         lists = _json_lists(json_path, num_labeled_patients, group=True)
         _log_summary("ACDC", chosen, json_path, lists)
         return lists
     if not path.is_dir():
-        raise ValueError(f"layout {chosen!r} needs a folder, got the file {path}.")
+        raise InputValueError(f"layout {chosen!r} needs a folder, got the file {path}.")
 
     if chosen == "h5":
         volume_dir = _acdc_volume_dir(path)
         if volume_dir is None:
-            raise FileNotFoundError(f"no HDF5 volumes found in {path / 'volumes'} or {path / 'data'}.")
+            raise InputFileNotFoundError(f"no HDF5 volumes found in {path / 'volumes'} or {path / 'data'}.")
 
         def files(case: str) -> tuple[Path, Path]:
             file = volume_dir / f"{case}.h5"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
+import torch
+from monai.config import KeysCollection
 from monai.transforms import (
-    AsDiscreted,
     EnsureChannelFirstd,
     EnsureTyped,
     LoadImaged,
@@ -14,12 +16,85 @@ from monai.transforms import (
     ScaleIntensityd,
 )
 
+from ..errors import InputValueError
 from .readers import H5Reader
 
-__all__ = ["LAYOUTS", "load_transforms"]
+__all__ = ["LAYOUTS", "LA_RAW_LABEL_MAP", "CheckChannelCountd", "MapLabelValuesStrictd", "load_transforms"]
 
 #: Layouts understood by :func:`load_transforms` (see :mod:`crossmatch_ext.data.datalists`).
 LAYOUTS = ("h5", "nrrd", "nifti", "json")
+
+#: The LA challenge's label files store the atrium as 255.
+LA_RAW_LABEL_MAP: dict[int, int] = {0: 0, 255: 1}
+
+
+class MapLabelValuesStrictd(MapTransform):
+    """Map raw label values to classes with an explicit table; any value not in the table is an error.
+
+    Values that are already classes (the table's targets) are kept, so a label exported as 0/1 loads as well as a
+    0/255 one. Unlike thresholding, a label holding e.g. 0/1/2/255 is rejected with the file's name instead of
+    being silently merged into one class.
+
+    Args:
+        keys: the label keys.
+        mapping: ``{raw value: class}``, e.g. :data:`LA_RAW_LABEL_MAP`.
+        allow_missing_keys: skip items without the key (unlabeled cases).
+    """
+
+    def __init__(self, keys: KeysCollection, mapping: Mapping[int, int], allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.mapping = {int(k): int(v) for k, v in mapping.items()}
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            label = d[key]
+            values = torch.unique(torch.as_tensor(label)).tolist()
+            allowed = set(self.mapping) | set(self.mapping.values())
+            unexpected = [int(v) if float(v).is_integer() else v for v in values
+                          if not float(v).is_integer() or int(v) not in allowed]
+            if unexpected:
+                meta = getattr(label, "meta", {}) or {}
+                name = meta.get("filename_or_obj", key)
+                raise InputValueError(
+                    f"label {name} holds values {unexpected[:10]}; expected only {sorted(self.mapping)} (mapped to "
+                    f"classes {sorted(set(self.mapping.values()))}): fix the label file."
+                )
+            out = label.clone() if isinstance(label, torch.Tensor) else torch.as_tensor(label).clone()
+            for raw, target in self.mapping.items():
+                out[label == raw] = target
+            d[key] = out
+        return d
+
+
+class CheckChannelCountd(MapTransform):
+    """Fail with the file's name when a channel-first image has not the number of channels the model takes.
+
+    A multi-modal or RGB export given to a single-channel model would otherwise fail inside the network's first
+    convolution (or, worse, be silently reduced) with no mention of the file.
+
+    Args:
+        keys: the image keys (channel first, after ``EnsureChannelFirstd``).
+        channels: the model's ``in_channels``.
+        allow_missing_keys: skip items without the key.
+    """
+
+    def __init__(self, keys: KeysCollection, channels: int, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.channels = int(channels)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            if int(image.shape[0]) != self.channels:
+                meta = getattr(image, "meta", {}) or {}
+                name = meta.get("filename_or_obj", key)
+                raise InputValueError(
+                    f"image {name} has {int(image.shape[0])} channels (shape {list(image.shape)}, channel first), but "
+                    f"the model takes {self.channels} (network_def::in_channels): give one modality per file."
+                )
+        return d
 
 
 def load_transforms(
@@ -39,7 +114,8 @@ def load_transforms(
       (NIfTI through nibabel, NRRD / MHA through ITK).
 
     For the raw layouts ``intensity`` reproduces the community preprocessing: ``"zscore"`` (LA: mean 0 and std 1
-    over the whole volume) or ``"minmax"`` (ACDC: scaled to [0, 1]); ``binarize_label`` maps a 0/255 label to 0/1.
+    over the whole volume) or ``"minmax"`` (ACDC: scaled to [0, 1]); ``binarize_label`` maps a 0/255 label to 0/1
+    explicitly (:data:`LA_RAW_LABEL_MAP`; any other value is an error).
     A missing label (unlabeled or inference items) is allowed.
 
     Args:
@@ -48,7 +124,7 @@ def load_transforms(
         label_key: key of the label path.
         h5_spacing: voxel size to put in the affine of HDF5 data (the files store none).
         intensity: ``"zscore"``, ``"minmax"`` or None, for the raw layouts.
-        binarize_label: threshold the label at half its range (0/255 -> 0/1).
+        binarize_label: map the LA challenge's 0/255 label to 0/1 (other values raise).
 
     Returns:
         The list of transforms.
@@ -82,5 +158,5 @@ def load_transforms(
     elif intensity is not None:
         raise ValueError(f"intensity must be 'zscore', 'minmax' or None, got {intensity!r}.")
     if binarize_label:
-        transforms.append(AsDiscreted(keys=label_key, threshold=0.5, allow_missing_keys=True))
+        transforms.append(MapLabelValuesStrictd(keys=label_key, mapping=LA_RAW_LABEL_MAP, allow_missing_keys=True))
     return transforms

@@ -1,14 +1,126 @@
-"""The checkpoint handlers of a training run, shared by the bundles' ``train.yaml``."""
+"""The checkpoint handlers of a training run, shared by the bundles' ``train.yaml``.
+
+Every checkpoint is written atomically (a temporary file in the same folder, then a rename), so a crash, a kill or
+a full disk during a save leaves the previous checkpoint intact. MONAI's ``CheckpointSaver`` writes in place and,
+for a fixed file name such as ``model_best.pt``, deletes the old file before writing the new one;
+:class:`AtomicCheckpointSaver` is a drop-in replacement that does neither.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
-__all__ = ["training_checkpoint_handlers"]
+from ..errors import InputFileNotFoundError, InputValueError
+from ..io import atomic_torch_save
+
+__all__ = ["AtomicCheckpointSaver", "ResumableStateSaver", "load_resumable_state", "training_checkpoint_handlers"]
+
+logger = logging.getLogger(__name__)
+
+
+class _AtomicDiskSaver(DiskSaver):
+    """Ignite ``DiskSaver`` writing through :func:`crossmatch_ext.io.atomic_torch_save`, with an optional fixed name."""
+
+    def __init__(self, dirname: str, filename: str | None = None) -> None:
+        super().__init__(dirname=dirname, require_empty=False, atomic=True)
+        self.filename = filename
+
+    def __call__(self, checkpoint: Any, filename: str, metadata: Any = None) -> None:
+        if idist.get_rank() == self.save_on_rank:
+            atomic_torch_save(checkpoint, Path(self.dirname) / (self.filename or filename))
+
+    def remove(self, filename: str) -> None:
+        if self.filename is not None:  # the next save replaces the file in one rename: never delete it first
+            return
+        super().remove(filename)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's ``CheckpointSaver`` (same arguments) writing each file atomically.
+
+    A file with a fixed name (``final_filename``, ``key_metric_filename``) is replaced in one rename instead of being
+    deleted and rewritten, so a kill at any moment leaves a complete file on disk.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
+            if checkpoint is not None:
+                fixed = getattr(checkpoint.save_handler, "filename", None)
+                checkpoint.save_handler = _AtomicDiskSaver(self.save_dir, fixed)
+
+
+class ResumableStateSaver:
+    """Save a resumable training state (``state_dict`` of each object) to one file, atomically.
+
+    The file is rewritten every ``interval`` iterations and when training completes; an interrupted run (crash,
+    SIGKILL, power loss) therefore leaves the state of the last multiple of ``interval`` on disk, complete.
+    Nothing is saved when an iteration raises: the state at that point is not a consistent one.
+
+    Args:
+        path: the file (its folder is created when the handler is attached).
+        objects: ``{name: object with state_dict()}``; the trainer's entry holds its iteration and epoch.
+        interval: iterations between saves; 0 saves only at the end.
+    """
+
+    def __init__(self, path: str | os.PathLike, objects: dict[str, Any], interval: int) -> None:
+        if int(interval) < 0:
+            raise InputValueError(f"the save interval must be >= 0 iterations, got {interval}.")
+        self.path = Path(path)
+        self.objects = objects
+        self.interval = int(interval)
+
+    def attach(self, engine: Engine) -> None:
+        if idist.get_rank() == 0:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.interval > 0:
+            engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.interval), self.save)
+        engine.add_event_handler(Events.COMPLETED, self.save)
+
+    def save(self, engine: Engine | None = None) -> None:
+        """Write the state now (rank 0 only)."""
+        if idist.get_rank() != 0:
+            return
+        state = {}
+        for name, obj in self.objects.items():
+            if isinstance(obj, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+                obj = obj.module
+            state[name] = obj.state_dict()
+        atomic_torch_save(state, self.path)
+
+
+def load_resumable_state(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a state written by :class:`ResumableStateSaver` (with ``weights_only=True``).
+
+    Args:
+        path: the file.
+        map_location: ``torch.load``'s ``map_location``.
+
+    Returns:
+        ``{name: state_dict}``.
+
+    Raises:
+        InputFileNotFoundError: when the file does not exist.
+        InputValueError: when it cannot be read (not a checkpoint, truncated).
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise InputFileNotFoundError(f"no resumable training state at {file}.")
+    try:
+        return torch.load(file, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise InputValueError(
+            f"cannot load the training state {file} ({type(e).__name__}: {e}); delete it to start over."
+        ) from e
 
 
 def training_checkpoint_handlers(
@@ -27,7 +139,7 @@ def training_checkpoint_handlers(
     * ``<ckpt_dir>/<final_filename>``: the network's ``state_dict`` at the end of training (the final weights,
       the papers' protocol), written by a ``CheckpointSaver`` with ``save_final=True``;
     * ``<ckpt_dir>/resume/last.pt``: network, optimizer, LR scheduler and trainer state, every ``save_interval``
-      iterations and at the end (one file kept);
+      iterations and at the end (one file, replaced atomically: a killed run leaves the last complete state);
     * with ``resume``: a ``CheckpointLoader`` restoring that state before the first iteration, so the run continues
       where it stopped (iteration counter, LR schedule and optimizer moments included).
 
@@ -53,33 +165,27 @@ def training_checkpoint_handlers(
         ValueError: for a negative ``save_interval``.
     """
     if int(save_interval) < 0:
-        raise ValueError(f"save_interval (val_interval of the config) must be >= 0, got {save_interval}.")
+        raise InputValueError(f"save_interval (val_interval of the config) must be >= 0, got {save_interval}.")
     state = {"network": network, "optimizer": optimizer, "lr_scheduler": lr_scheduler, "trainer": trainer}
     resume_dir = os.path.join(os.fspath(ckpt_dir), "resume")
     handlers: list[Any] = [
-        CheckpointSaver(
+        AtomicCheckpointSaver(
             save_dir=os.fspath(ckpt_dir),
             save_dict={"model": network},
             save_final=True,
             final_filename=final_filename,
             save_interval=0,
         ),
-        CheckpointSaver(
-            save_dir=resume_dir,
-            save_dict=state,
-            save_final=True,
-            final_filename="last.pt",
-            save_interval=int(save_interval),
-            epoch_level=False,
-            n_saved=1,
-        ),
+        ResumableStateSaver(os.path.join(resume_dir, "last.pt"), state, int(save_interval)),
     ]
     if resume:
         last = os.path.join(resume_dir, "last.pt")
         if not os.path.isfile(last):
-            raise FileNotFoundError(
+            raise InputFileNotFoundError(
                 f"resume is set but there is no resumable training state at {last}: train once without --resume "
                 "True, or point ckpt_dir at the folder of the interrupted run."
             )
+        iteration = load_resumable_state(last).get("trainer", {}).get("iteration")
+        logger.info(f"resuming from {last} (iteration {iteration})")
         handlers.append(CheckpointLoader(load_path=last, load_dict=state, map_location=map_location))
     return handlers

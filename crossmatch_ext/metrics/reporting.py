@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..io import atomic_open
 from .surface import METRIC_DEFINITIONS, SUPPORTED_METRICS
 
 __all__ = ["format_summary", "metric_columns", "summarize", "summarize_by_class", "write_metrics_csv"]
@@ -199,7 +200,7 @@ def write_metrics_csv(
     names = metric_columns(rows)
     has_class = any("class" in row for row in rows)
     columns = ["case", *(["class"] if has_class else []), *names]
-    with open(cases_path, "w", newline="") as f:
+    with atomic_open(cases_path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         for row in rows:
@@ -209,7 +210,7 @@ def write_metrics_csv(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         per_class = summarize_by_class(rows, names) if has_class else {}
-    with open(summary_path, "w", newline="") as f:
+    with atomic_open(summary_path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["scope", "metric", "mean", "std", "n"])
         scopes: list[tuple[str, Mapping[str, Mapping[str, float]]]] = [("all", overall)]
@@ -236,7 +237,7 @@ def write_metrics_csv(
         "summary_by_class": per_class,
         "files": {"cases": cases_path.name, "summary": summary_path.name},
     }
-    with open(protocol_path, "w") as f:
+    with atomic_open(protocol_path, "w") as f:
         json.dump(_json_safe(document), f, indent=2)
         f.write("\n")
     return {"cases": cases_path, "summary": summary_path, "protocol": protocol_path}

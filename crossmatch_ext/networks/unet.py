@@ -140,10 +140,16 @@ class UNet(nn.Module):
             The five encoder features ``[x0, x1, x2, x3, x4]`` (full resolution first, bottleneck last).
 
         Raises:
-            ValueError: if ``x`` is not 4-dimensional or a spatial size is smaller than 16.
+            ValueError: if ``x`` has not ``in_channels`` channels, is not 4-dimensional or a spatial size is smaller than 16.
         """
         if x.dim() != 4:
             raise ValueError("UNet.encode: expected a 4D input (N, C, H, W), got shape " + str(list(x.shape)) + ".")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                "UNet: the model takes " + str(self.in_channels) + "-channel images (in_channels), got an input with "
+                + str(x.shape[1]) + " channels (shape " + str(list(x.shape)) + "): give single-modality images, or "
+                "train a model with a matching in_channels."
+            )
         if min(x.shape[2:]) < 16:
             raise ValueError(
                 "UNet.encode: every spatial size must be at least 16, got " + str(list(x.shape[2:])) + "."

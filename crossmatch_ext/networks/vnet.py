@@ -178,10 +178,16 @@ class VNet(nn.Module):
             ``n_filters * (1, 2, 4, 8, 16)`` channels); ``x5`` has been through the bottleneck dropout.
 
         Raises:
-            ValueError: if ``x`` is not 5-dimensional or a spatial size is smaller than 16.
+            ValueError: if ``x`` has not ``in_channels`` channels, is not 5-dimensional or a spatial size is smaller than 16.
         """
         if x.dim() != 5:
             raise ValueError("VNet.encode: expected a 5D input (N, C, H, W, D), got shape " + str(list(x.shape)) + ".")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                "VNet: the model takes " + str(self.in_channels) + "-channel images (in_channels), got an input with "
+                + str(x.shape[1]) + " channels (shape " + str(list(x.shape)) + "): give single-modality images, or "
+                "train a model with a matching in_channels."
+            )
         if min(x.shape[2:]) < 16:
             raise ValueError(
                 "VNet.encode: every spatial size must be at least 16, got " + str(list(x.shape[2:])) + "."

@@ -31,5 +31,5 @@ def test_torchrun_two_processes(tmp_path: Path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert not any(k.startswith("module.") for k in state)  # the bare network, loadable into network_def
-    resume = torch.load(tmp_path / "models" / "resume" / "last.pt", map_location="cpu", weights_only=False)
+    resume = torch.load(tmp_path / "models" / "resume" / "last.pt", map_location="cpu", weights_only=True)
     assert resume["trainer"]["iteration"] == 3

@@ -127,17 +127,20 @@ def test_la_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="dataset_dir not found"):
         la_datalists(tmp_path / "absent", num_labeled=2)
     (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="dataset_dir is empty: .*empty. Set --dataset_dir"):
+        la_datalists(tmp_path / "empty", num_labeled=2)
+    (tmp_path / "empty" / "notes.txt").write_text("x")
     with pytest.raises(ValueError, match="no LA data layout found"):
         la_datalists(tmp_path / "empty", num_labeled=2)
 
     (root / "CASE03" / "mri_norm2.h5").unlink()
     with pytest.raises(
-        FileNotFoundError, match=r"'CASE03' not found: .*CASE03/mri_norm2\.h5 \(referenced by .*train\.list\)"
+        FileNotFoundError, match=r"'CASE03' not found: .*CASE03/mri_norm2\.h5 \(the case is listed in .*train\.list\)"
     ):
         la_datalists(root, num_labeled=2)
     (root / "CASE05" / "mri_norm2.h5").unlink()
     write_list(root / "train.list", LA_IDS[:3])
-    with pytest.raises(FileNotFoundError, match=r"CASE05.*referenced by .*val\.list"):
+    with pytest.raises(FileNotFoundError, match=r"CASE05.*the case is listed in .*val\.list"):
         la_datalists(root, num_labeled=2)
 
 
@@ -175,7 +178,7 @@ def test_la_json_layout(tmp_path: Path) -> None:
     write_datalist(root, {"training": training})  # no validation section
     assert la_datalists(root, num_labeled=1)["validation"] == []
     write_datalist(root, {"training": [*training, {"image": "imagesTr/missing.nii.gz"}]})
-    with pytest.raises(FileNotFoundError, match=r"missing\.nii\.gz \(referenced by .*datalist\.json\)"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.nii\.gz \(the case is listed in .*datalist\.json\)"):
         la_datalists(root, num_labeled=1)
 
 
@@ -237,7 +240,7 @@ def test_acdc_nifti_layout(tmp_path: Path) -> None:
     assert ids(listed["validation"]) == ["patient003_frame01", "patient003_frame10"]
 
     (root / "patient003" / "patient003_frame10_gt.nii.gz").unlink()
-    with pytest.raises(FileNotFoundError, match=r"patient003_frame10_gt\.nii\.gz \(referenced by .*val\.list\)"):
+    with pytest.raises(FileNotFoundError, match=r"patient003_frame10_gt\.nii\.gz \(the case is listed in .*val\.list\)"):
         acdc_datalists(root, num_labeled_patients=1)
 
 
