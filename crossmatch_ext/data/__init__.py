@@ -15,7 +15,7 @@ from .datalists import (
 )
 from .folders import INFERENCE_PATTERNS, image_folder_datalist
 from .loading import LAYOUTS, load_transforms
-from .readers import H5Reader, list_h5_datasets
+from .readers import H5Reader, hide_reader_fallback_notices, list_h5_datasets
 from .slices import HDF5_SUFFIXES, ReorderHDF5Stackd, VolumeSliceDataset, is_hdf5_source
 
 _SYNTHETIC = ("make_acdc_case", "make_la_case", "write_acdc_dataset", "write_la_dataset")
@@ -41,6 +41,7 @@ __all__ = [
     "case_id_from_path",
     "detect_acdc_layout",
     "detect_la_layout",
+    "hide_reader_fallback_notices",
     "image_folder_datalist",
     "is_hdf5_source",
     "la_datalists",
