@@ -43,7 +43,10 @@ setup() {
     local py="$venv/bin/python"
     local stamp="$venv/.monailabel-installed"
     if [ ! -f "$stamp" ]; then
-        "$py" -m pip install --quiet --upgrade pip
+        # pip 23.2.1, the one these steps were measured with: pip 26.3 aborts any later install into this environment
+        # with `InvalidTag: Tag 'itk-5.4.7-cp311-abi3-manylinux_2_28_x86_64' must have exactly three components`
+        # (the WHEEL file of itk 5.4.7, which monai[itk] pulls in).
+        "$py" -m pip install --quiet "pip==23.2.1"
         # torch first and pinned, or the resolver picks a torch/torchvision pair that does not import together.
         # shellcheck disable=SC2086
         log "installing ${MONAILABEL_TORCH:-torch==2.14.1 torchvision==0.29.1}"
@@ -62,7 +65,7 @@ setup() {
     if [ ! -d "$app" ]; then
         log "copying the monaibundle sample app to $app"
         mkdir -p "$workspace/apps"
-        "$venv/bin/monailabel" apps --download --name monaibundle --output "$workspace/apps" >/dev/null
+        "$venv/bin/python" -m monailabel.main apps --download --name monaibundle --output "$workspace/apps" >/dev/null
     fi
     log "ready in $((SECONDS - start_s)) s; environment size: $(du -sh "$venv" | cut -f1)"
 }
@@ -90,7 +93,7 @@ place_bundles() {
 start() {
     local studies="${1:-$workspace/studies}"
     shift || true
-    if [ ! -x "$venv/bin/monailabel" ] || [ ! -d "$app" ]; then
+    if [ ! -x "$venv/bin/python" ] || [ ! -d "$app" ]; then
         echo "error: no MONAI Label environment at $venv; run: bash scripts/monailabel.sh setup" >&2
         exit 2
     fi
@@ -98,7 +101,7 @@ start() {
     place_bundles
     log "serving $studies on http://$host:$port (models: $models)"
     # zoo_source local: no model-zoo index download at start-up; sam2 false: no SAM2 tasks / weight downloads.
-    exec "$venv/bin/monailabel" start_server --app "$app" --studies "$studies" --host "$host" --port "$port" \
+    exec "$venv/bin/python" -m monailabel.main start_server --app "$app" --studies "$studies" --host "$host" --port "$port" \
         --conf models "$models" --conf zoo_source local --conf sam2 false "$@"
 }
 

@@ -16,6 +16,7 @@ from .datalists import (
 from .folders import INFERENCE_PATTERNS, image_folder_datalist
 from .loading import LAYOUTS, load_transforms
 from .readers import H5Reader, hide_reader_fallback_notices, list_h5_datasets
+from .studies import STUDY_SUFFIXES, is_studies_folder, monailabel_studies, studies_datalists
 from .slices import HDF5_SUFFIXES, ReorderHDF5Stackd, VolumeSliceDataset, is_hdf5_source
 
 _SYNTHETIC = ("make_acdc_case", "make_la_case", "write_acdc_dataset", "write_la_dataset")
@@ -34,6 +35,7 @@ __all__ = [
     "INFERENCE_PATTERNS",
     "LAYOUTS",
     "LA_LAYOUTS",
+    "STUDY_SUFFIXES",
     "H5Reader",
     "ReorderHDF5Stackd",
     "VolumeSliceDataset",
@@ -44,13 +46,16 @@ __all__ = [
     "hide_reader_fallback_notices",
     "image_folder_datalist",
     "is_hdf5_source",
+    "is_studies_folder",
     "la_datalists",
     "list_h5_datasets",
     "load_transforms",
     "make_acdc_case",
     "make_la_case",
+    "monailabel_studies",
     "patient_id",
     "read_id_list",
+    "studies_datalists",
     "write_acdc_dataset",
     "write_la_dataset",
 ]
