@@ -3,6 +3,7 @@
 #
 #   bash scripts/monailabel.sh setup            # create the MONAI Label environment and the app (once; ~20 min, ~8 GB)
 #   bash scripts/monailabel.sh start [STUDIES]  # place the bundles in the app and serve STUDIES on 127.0.0.1
+#   bash scripts/monailabel.sh place            # (re)copy the bundles' configs from the repository into the app
 #   bash scripts/monailabel.sh env              # print the environment's python (for tests and scripts)
 #
 # MONAI Label lives in its own environment: monailabel 0.8.5 needs torchvision (hence torch 2.14.1 + torchvision
@@ -71,21 +72,30 @@ setup() {
 }
 
 place_bundles() {
-    # Each bundle goes to <app>/model/<name>: configs and docs are refreshed from the repository on every start,
-    # the app's own models/ (trained by /train) is kept.
-    local name
+    # Each bundle goes to <app>/model/<name> (the monaibundle app's local bundles). `place` copies configs and docs
+    # from the repository (overwriting the app's copies); `start` does so only for a bundle not placed yet, so
+    # MONAI Label-specific edits of the app's copy survive restarts. The app's models/ (written by /train) is kept.
+    local refresh="$1" name target
     mkdir -p "$app/model"
     for name in ${models//,/ }; do
         if [ ! -d "$repo_root/bundles/$name/configs" ]; then
             echo "error: bundle '$name' not found in $repo_root/bundles (MONAILABEL_MODELS=$models)" >&2
             exit 2
         fi
-        mkdir -p "$app/model/$name/models"
-        rm -rf "$app/model/$name/configs" "$app/model/$name/docs"
-        cp -r "$repo_root/bundles/$name/configs" "$repo_root/bundles/$name/docs" "$app/model/$name/"
-        cp "$repo_root/bundles/$name/LICENSE" "$app/model/$name/" 2>/dev/null || true
-        if [ -d "$repo_root/bundles/$name/models" ] && [ -z "$(ls -A "$app/model/$name/models")" ]; then
-            cp -r "$repo_root/bundles/$name/models/." "$app/model/$name/models/"
+        target="$app/model/$name"
+        if [ "$refresh" = 1 ] || [ ! -d "$target/configs" ]; then
+            log "placing bundle $name in $target"
+            mkdir -p "$target/models"
+            rm -rf "$target/configs" "$target/docs"
+            cp -r "$repo_root/bundles/$name/configs" "$repo_root/bundles/$name/docs" "$target/"
+            cp "$repo_root/bundles/$name/LICENSE" "$target/" 2>/dev/null || true
+        fi
+        if [ ! -f "$target/models/model.pt" ] && [ -f "$repo_root/bundles/$name/models/model.pt" ]; then
+            cp "$repo_root/bundles/$name/models/model.pt" "$target/models/model.pt"
+        fi
+        if [ ! -f "$target/models/model.pt" ] && [ ! -f "$target/models/model.ts" ]; then
+            log "note: $name has no trained weights ($target/models/model.pt): /train works, /infer is offered" \
+                "after weights exist there and the server restarts"
         fi
     done
 }
@@ -98,7 +108,7 @@ start() {
         exit 2
     fi
     mkdir -p "$studies"
-    place_bundles
+    place_bundles 0
     log "serving $studies on http://$host:$port (models: $models)"
     # zoo_source local: no model-zoo index download at start-up; sam2 false: no SAM2 tasks / weight downloads.
     exec "$venv/bin/python" -m monailabel.main start_server --app "$app" --studies "$studies" --host "$host" --port "$port" \
@@ -108,10 +118,10 @@ start() {
 case "${1:-}" in
     setup) setup ;;
     start) shift; start "$@" ;;
-    place) place_bundles ;;
+    place) place_bundles 1 ;;
     env) echo "$venv/bin/python" ;;
     *)
-        sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac
