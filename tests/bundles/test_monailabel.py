@@ -124,6 +124,8 @@ def server(tmp_path_factory):
         process.wait(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
+    if os.environ.get("CROSSMATCH_MONAILABEL_LOG"):  # keep the server's output for inspection
+        shutil.copy(log_path, os.environ["CROSSMATCH_MONAILABEL_LOG"])
 
 
 def test_info_lists_the_bundle_with_its_label_names(server):
