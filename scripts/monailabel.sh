@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # MONAI Label for the CrossMatch bundles, offline, in one command.
 #
-#   bash scripts/monailabel.sh setup            # create the MONAI Label environment and the app (once; ~20 min, ~8 GB)
+#   bash scripts/monailabel.sh setup            # create the MONAI Label environment and the app (once; 7-10 min, 8.2 GB)
 #   bash scripts/monailabel.sh start [STUDIES]  # place the bundles in the app and serve STUDIES on 127.0.0.1
 #   bash scripts/monailabel.sh place            # (re)copy the bundles' configs from the repository into the app
 #   bash scripts/monailabel.sh env              # print the environment's python (for tests and scripts)
@@ -49,7 +49,6 @@ setup() {
         # (the WHEEL file of itk 5.4.7, which monai[itk] pulls in).
         "$py" -m pip install --quiet "pip==23.2.1"
         # torch first and pinned, or the resolver picks a torch/torchvision pair that does not import together.
-        # shellcheck disable=SC2086
         log "installing ${MONAILABEL_TORCH:-torch==2.14.1 torchvision==0.29.1}"
         # shellcheck disable=SC2086
         "$py" -m pip install --quiet ${MONAILABEL_TORCH:-torch==2.14.1 torchvision==0.29.1}
