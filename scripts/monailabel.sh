@@ -62,12 +62,17 @@ setup() {
     log "installing crossmatch-ext (editable) with MONAI Label's packages held ($held)"
     "$py" -m pip install --quiet -c "$held" -e "$repo_root"
     "$py" -m pip check
-    if [ ! -d "$app" ]; then
+    ensure_app
+    log "ready in $((SECONDS - start_s)) s; environment size: $(du -sh "$venv" | cut -f1)"
+}
+
+ensure_app() {
+    # the monaibundle sample app ships inside the monailabel wheel: copying it needs no network
+    if [ ! -f "$app/main.py" ]; then
         log "copying the monaibundle sample app to $app"
         mkdir -p "$workspace/apps"
         "$venv/bin/python" -m monailabel.main apps --download --name monaibundle --output "$workspace/apps" >/dev/null
     fi
-    log "ready in $((SECONDS - start_s)) s; environment size: $(du -sh "$venv" | cut -f1)"
 }
 
 place_bundles() {
@@ -75,6 +80,7 @@ place_bundles() {
     # from the repository (overwriting the app's copies); `start` does so only for a bundle not placed yet, so
     # MONAI Label-specific edits of the app's copy survive restarts. The app's models/ (written by /train) is kept.
     local refresh="$1" name target
+    ensure_app
     mkdir -p "$app/model"
     for name in ${models//,/ }; do
         if [ ! -d "$repo_root/bundles/$name/configs" ]; then
@@ -102,7 +108,7 @@ place_bundles() {
 start() {
     local studies="${1:-$workspace/studies}"
     shift || true
-    if [ ! -x "$venv/bin/python" ] || [ ! -d "$app" ]; then
+    if [ ! -x "$venv/bin/python" ]; then
         echo "error: no MONAI Label environment at $venv; run: bash scripts/monailabel.sh setup" >&2
         exit 2
     fi
