@@ -28,6 +28,7 @@ def test_la_inference_defaults_to_monai_overlapping_windows_and_evaluation_to_th
     assert type(inferer) is SlidingWindowInferer
     assert inferer.overlap == 0.25 and inferer.mode == "gaussian" and inferer.sw_batch_size == 4
     evaluation = _parser("crossmatch_la", "train.yaml", "evaluate.yaml").get_parsed_content("validate::inferer")
+    evaluation = getattr(evaluation, "inferer", evaluation)  # inside a ResampledInferer (identity at downsample 1)
     assert isinstance(evaluation, StridedSlidingWindowInferer) and evaluation.strides == (18, 18, 4)
 
 
