@@ -47,6 +47,7 @@ __all__ = [
     "SETTING_CHOICES",
     "SETTING_KINDS",
     "TrainingMonitors",
+    "ValidationMonitors",
     "autocast_kwargs",
     "check_setting",
     "check_training_run",
@@ -164,6 +165,26 @@ def validation_handlers(output_dir: str | os.PathLike, ckpt_dir: str | os.PathLi
         AtomicCheckpointSaver(save_dir=os.fspath(ckpt_dir), save_dict={"model": network}, save_key_metric=True,
                               key_metric_filename="model_best.pt"),
     ]
+
+
+class ValidationMonitors:
+    """The in-training validation's handlers (:func:`validation_handlers`) as one handler.
+
+    Configs list it as ``validate::handlers: [{_target_: crossmatch_ext.bundle.ValidationMonitors, ...}]``: a list,
+    so that tools which add handlers to a bundle's list (MONAI's ``--tracking mlflow``) can append theirs.
+
+    Args:
+        output_dir: the bundle's output folder (TensorBoard logs).
+        ckpt_dir: where ``model_best.pt`` is written.
+        network: the network whose weights are saved.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike, ckpt_dir: str | os.PathLike, network: torch.nn.Module) -> None:
+        self.handlers = validation_handlers(output_dir, ckpt_dir, network)
+
+    def attach(self, engine: Engine) -> None:
+        for handler in self.handlers:
+            handler.attach(engine)
 
 
 def prepare_run(seed: int, output_dir: str | os.PathLike) -> None:

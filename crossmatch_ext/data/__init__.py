@@ -15,7 +15,8 @@ from .datalists import (
 )
 from .folders import INFERENCE_PATTERNS, image_folder_datalist
 from .loading import LA_RAW_LABEL_MAP, LAYOUTS, CheckChannelCountd, MapLabelValuesStrictd, load_transforms
-from .readers import H5Reader, list_h5_datasets
+from .readers import H5Reader, hide_reader_fallback_notices, list_h5_datasets
+from .studies import STUDY_SUFFIXES, is_studies_folder, monailabel_studies, studies_datalists
 from .slices import HDF5_SUFFIXES, ReorderHDF5Stackd, VolumeSliceDataset, is_hdf5_source
 from .validation import validate_datalists, validate_item
 
@@ -38,6 +39,7 @@ __all__ = [
     "LA_LAYOUTS",
     "LA_RAW_LABEL_MAP",
     "MapLabelValuesStrictd",
+    "STUDY_SUFFIXES",
     "H5Reader",
     "ReorderHDF5Stackd",
     "VolumeSliceDataset",
@@ -45,17 +47,21 @@ __all__ = [
     "case_id_from_path",
     "detect_acdc_layout",
     "detect_la_layout",
+    "hide_reader_fallback_notices",
     "image_folder_datalist",
     "is_hdf5_source",
+    "is_studies_folder",
     "la_datalists",
     "list_h5_datasets",
     "load_transforms",
     "make_acdc_case",
     "make_la_case",
+    "monailabel_studies",
     "patient_id",
     "read_id_list",
     "validate_datalists",
     "validate_item",
+    "studies_datalists",
     "write_acdc_dataset",
     "write_la_dataset",
 ]

@@ -14,6 +14,9 @@ Layouts (``layout="auto"`` detects them in this order):
   ``training`` items without a label are unlabeled. ``validation`` items (optional) are the validation list.
 * ``"h5"``: the community HDF5 layout. LA: ``<dir>/<ID>/mri_norm2.h5``; ACDC: ``<dir>/volumes/<ID>.h5``, or
   ``<dir>/data/<ID>.h5`` (the CrossMatch repository's layout, whose ``data/slices/`` is ignored).
+* ``"studies"``: a MONAI Label studies folder (images, and final labels in ``labels/final/``): every study with a
+  final label is labeled (``num_labeled`` is not used; 20 % of them validate), every other study is unlabeled
+  (:mod:`crossmatch_ext.data.studies`).
 * ``"nrrd"`` (LA) / ``"nifti"`` (ACDC): the challenges' own files. LA: ``<dir>/<ID>/lgemri.nrrd`` with the label
   ``laendo.nrrd`` (values 0/255: binarise in the pipeline); ACDC: ``<dir>/patientNNN/patientNNN_frameMM.nii.gz``
   with ``patientNNN_frameMM_gt.nii.gz`` (the ``_4d.nii.gz`` cine files are ignored).
@@ -42,6 +45,7 @@ from monai.config import PathLike
 from monai.data import load_decathlon_datalist
 
 from ..errors import InputFileNotFoundError, InputValueError
+from .studies import is_studies_folder, studies_datalists
 
 __all__ = [
     "ACDC_LAYOUTS",
@@ -57,8 +61,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-LA_LAYOUTS: tuple[str, ...] = ("auto", "h5", "nrrd", "json")
-ACDC_LAYOUTS: tuple[str, ...] = ("auto", "h5", "nifti", "json")
+LA_LAYOUTS: tuple[str, ...] = ("auto", "h5", "nrrd", "json", "studies")
+ACDC_LAYOUTS: tuple[str, ...] = ("auto", "h5", "nifti", "json", "studies")
 
 LA_H5_NAME = "mri_norm2.h5"
 LA_IMAGE_NAME = "lgemri.nrrd"
@@ -158,7 +162,7 @@ def _check_dir(dataset_dir: PathLike) -> Path:
 
 
 def detect_la_layout(dataset_dir: PathLike) -> str:
-    """Detect the LA layout of ``dataset_dir`` (``"json"``, ``"h5"`` or ``"nrrd"``).
+    """Detect the LA layout of ``dataset_dir`` (``"json"``, ``"studies"``, ``"h5"`` or ``"nrrd"``).
 
     Args:
         dataset_dir: a datalist JSON file, or a folder.
@@ -173,6 +177,8 @@ def detect_la_layout(dataset_dir: PathLike) -> str:
     path = _check_dir(dataset_dir)
     if _resolve_json(path) is not None:
         return "json"
+    if is_studies_folder(path):
+        return "studies"
     if path.is_dir():
         if any(path.glob(f"*/{LA_H5_NAME}")):
             return "h5"
@@ -193,7 +199,7 @@ def _acdc_volume_dir(path: Path) -> Path | None:
 
 
 def detect_acdc_layout(dataset_dir: PathLike) -> str:
-    """Detect the ACDC layout of ``dataset_dir`` (``"json"``, ``"h5"`` or ``"nifti"``).
+    """Detect the ACDC layout of ``dataset_dir`` (``"json"``, ``"studies"``, ``"h5"`` or ``"nifti"``).
 
     Args:
         dataset_dir: a datalist JSON file, or a folder.
@@ -208,6 +214,8 @@ def detect_acdc_layout(dataset_dir: PathLike) -> str:
     path = _check_dir(dataset_dir)
     if _resolve_json(path) is not None:
         return "json"
+    if is_studies_folder(path):
+        return "studies"
     if path.is_dir():
         if _acdc_volume_dir(path) is not None:
             return "h5"
@@ -331,7 +339,7 @@ def la_datalists(
         dataset_dir: the data folder (or a datalist JSON file).
         num_labeled: number of labeled cases: the first ``num_labeled`` of ``train.list`` (4, 8, 16 in the paper's
             5 %, 10 %, 20 % settings with the 80-case list).
-        layout: ``"auto"``, ``"h5"``, ``"nrrd"`` or ``"json"``.
+        layout: ``"auto"``, ``"h5"``, ``"nrrd"``, ``"json"`` or ``"studies"``.
         val_list: name of the validation list in ``dataset_dir`` (``"val.list"``, ``"test.list"``), or None.
             Not used by the JSON layout (its ``validation`` section is).
 
@@ -353,6 +361,8 @@ def la_datalists(
         lists = _json_lists(json_path, num_labeled, group=False)
         _log_summary("LA", chosen, json_path, lists)
         return lists
+    if chosen == "studies":
+        return studies_datalists(path)
     if not path.is_dir():
         raise InputValueError(f"layout {chosen!r} needs a folder, got the file {path}.")
     image_name, label_name = (LA_H5_NAME, LA_H5_NAME) if chosen == "h5" else (LA_IMAGE_NAME, LA_LABEL_NAME)
@@ -396,7 +406,7 @@ def acdc_datalists(
         num_labeled_patients: number of labeled patients: all volumes (both frames) of the first
             ``num_labeled_patients`` distinct patients in ``train.list`` order (1, 3, 7 in the paper's settings).
             Without ``train.list`` the patients are sorted.
-        layout: ``"auto"``, ``"h5"``, ``"nifti"`` or ``"json"``.
+        layout: ``"auto"``, ``"h5"``, ``"nifti"``, ``"json"`` or ``"studies"``.
         val_list: name of the validation list (volume IDs) in ``dataset_dir``, or None. Not used by the JSON
             layout.
 
@@ -418,6 +428,8 @@ def acdc_datalists(
         lists = _json_lists(json_path, num_labeled_patients, group=True)
         _log_summary("ACDC", chosen, json_path, lists)
         return lists
+    if chosen == "studies":
+        return studies_datalists(path)
     if not path.is_dir():
         raise InputValueError(f"layout {chosen!r} needs a folder, got the file {path}.")
 

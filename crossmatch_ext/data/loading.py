@@ -22,7 +22,7 @@ from .readers import H5Reader
 __all__ = ["LAYOUTS", "LA_RAW_LABEL_MAP", "CheckChannelCountd", "MapLabelValuesStrictd", "load_transforms"]
 
 #: Layouts understood by :func:`load_transforms` (see :mod:`crossmatch_ext.data.datalists`).
-LAYOUTS = ("h5", "nrrd", "nifti", "json")
+LAYOUTS = ("h5", "nrrd", "nifti", "json", "studies")
 
 #: The LA challenge's label files store the atrium as 255.
 LA_RAW_LABEL_MAP: dict[int, int] = {0: 0, 255: 1}
@@ -110,7 +110,8 @@ def load_transforms(
     * ``"h5"``: the community HDF5 files (datasets ``image`` and ``label`` of one file); the intensities are
       already normalised there, so ``intensity`` is not applied.
     * ``"nrrd"``: the raw LA challenge volumes (``lgemri.nrrd`` / ``laendo.nrrd``) read through ITK.
-    * ``"nifti"`` / ``"json"``: the raw ACDC layout or a MONAI datalist JSON, read by MONAI's default readers
+    * ``"nifti"`` / ``"json"`` / ``"studies"``: the raw ACDC layout, a MONAI datalist JSON or a MONAI Label studies
+      folder, read by MONAI's default readers
       (NIfTI through nibabel, NRRD / MHA through ITK).
 
     For the raw layouts ``intensity`` reproduces the community preprocessing: ``"zscore"`` (LA: mean 0 and std 1

@@ -23,6 +23,7 @@ the LA files are 0.625 mm isotropic, but the files do not say so).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,41 @@ from monai.data.image_reader import _copy_compatible_dict, _stack_images
 from monai.data.utils import is_supported_format
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
-__all__ = ["H5Reader", "list_h5_datasets"]
+__all__ = ["H5Reader", "hide_reader_fallback_notices", "list_h5_datasets"]
+
+
+class _ReaderFallbackFilter(logging.Filter):
+    """Drops ``LoadImage``'s INFO notice ``"<Reader>: unable to load <file>"``.
+
+    ``LoadImage`` with a user reader tries every reader in turn and logs that notice for each one that fails before
+    another succeeds: with :class:`H5Reader` configured, every NIfTI / NRRD input would print
+    ``H5Reader: unable to load ...`` although it loads correctly. When no reader succeeds, ``LoadImage`` raises a
+    ``RuntimeError`` that carries every reader's traceback, so hiding the notice loses nothing. DEBUG records
+    (with the exception) are kept.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and "unable to load" in str(record.msg))
+
+
+_FALLBACK_FILTER = _ReaderFallbackFilter()
+
+
+def hide_reader_fallback_notices(logger_name: str = "LoadImage") -> None:
+    """Stop ``LoadImage`` from logging a reader that failed before a fall-back reader loaded the file.
+
+    Called when this module is imported (the bundles import it), so inference logs show no
+    ``H5Reader: unable to load`` line for NIfTI inputs. Idempotent.
+
+    Args:
+        logger_name: the logger ``LoadImage`` writes to (its class name).
+    """
+    logger = logging.getLogger(logger_name)
+    if _FALLBACK_FILTER not in logger.filters:
+        logger.addFilter(_FALLBACK_FILTER)
+
+
+hide_reader_fallback_notices()
 
 
 def list_h5_datasets(path: PathLike) -> list[str]:

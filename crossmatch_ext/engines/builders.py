@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,7 +14,17 @@ from torch.utils.data.distributed import DistributedSampler
 
 from .loaders import CrossMatchLoader
 
-__all__ = ["build_train_loader", "loss_terms"]
+__all__ = ["build_train_loader", "describe_dataset", "loss_terms"]
+
+logger = logging.getLogger(__name__)
+
+
+def describe_dataset(dataset: Any) -> str:
+    """``"N cases"`` for a dataset of volumes, ``"N volumes (M slices)"`` for a slice dataset of volumes."""
+    num_slices = getattr(dataset, "num_slices", None)
+    if num_slices is not None:
+        return f"{len(num_slices)} volumes ({len(dataset)} slices)"
+    return f"{len(dataset)} cases"
 
 
 def _distributed() -> bool:
@@ -85,6 +96,7 @@ def build_train_loader(
 
     labeled_loader = _loader(labeled, batch_size, num_workers, sampler(labeled))
     if mode == "supervised":
+        logger.info(f"training data (supervised): {describe_dataset(labeled)} labeled")
         return labeled_loader
     if unlabeled is None or len(unlabeled) == 0:  # type: ignore[arg-type]
         raise ValueError("mode 'crossmatch' needs unlabeled training cases, but the unlabeled set is empty.")
@@ -98,6 +110,10 @@ def build_train_loader(
             num_samples=len(unlabeled) if mix_replacement else None,  # type: ignore[arg-type]
         )
         mix_loader = _loader(unlabeled, ubs, num_workers, mix_sampler)
+    logger.info(
+        f"training data (CrossMatch): {describe_dataset(labeled)} labeled, {describe_dataset(unlabeled)} unlabeled; "
+        f"one epoch = {len(unlabeled_loader)} iterations of {batch_size} labeled + {ubs} unlabeled"
+    )
     return CrossMatchLoader(labeled_loader, unlabeled_loader, mix_loader)
 
 

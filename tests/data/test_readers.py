@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from pathlib import Path
@@ -187,3 +188,20 @@ def test_real_la_case_and_acdc_volume() -> None:
     assert acdc.shape == image.shape
     assert set(np.unique(acdc.numpy()).tolist()) <= {0, 1, 2, 3}
     assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+
+
+def test_fallback_to_nifti_reader_logs_no_failure_notice(tmp_path: Path, caplog):
+    path = tmp_path / "image.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((6, 5, 4), dtype=np.float32), np.eye(4)), path)
+    caplog.set_level(logging.INFO)
+    loaded = LoadImaged(keys="image", reader=H5Reader(dataset="image"), image_only=True)({"image": str(path)})
+    assert tuple(loaded["image"].shape) == (6, 5, 4)
+    assert not [r for r in caplog.records if "unable to load" in r.getMessage()]
+
+
+def test_a_file_no_reader_can_load_still_reports_every_reader(tmp_path: Path):
+    path = tmp_path / "broken.nii.gz"
+    path.write_bytes(b"not an image")
+    with pytest.raises(RuntimeError, match="cannot find a suitable reader") as info:
+        LoadImage(reader=H5Reader(dataset="image"), image_only=True)(str(path))
+    assert "H5Reader reads .h5/.hdf5 files only" in str(info.value)
