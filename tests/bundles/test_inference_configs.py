@@ -25,6 +25,7 @@ def _parser(bundle: str, *files: str) -> ConfigParser:
 
 def test_la_inference_defaults_to_monai_overlapping_windows_and_evaluation_to_the_paper_protocol():
     inferer = _parser("crossmatch_la", "inference.yaml").get_parsed_content("inferer")
+    inferer = getattr(inferer, "inferer", inferer)  # inside a ResampledInferer (identity at downsample 1)
     assert type(inferer) is SlidingWindowInferer
     assert inferer.overlap == 0.25 and inferer.mode == "gaussian" and inferer.sw_batch_size == 4
     evaluation = _parser("crossmatch_la", "train.yaml", "evaluate.yaml").get_parsed_content("validate::inferer")
