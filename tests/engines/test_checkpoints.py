@@ -108,3 +108,79 @@ def test_atomic_saver_never_deletes_the_fixed_file_first(tmp_path: Path, monkeyp
 def test_resumable_state_saver_rejects_negative_interval(tmp_path: Path):
     with pytest.raises(InputValueError, match=">= 0"):
         ResumableStateSaver(tmp_path / "x.pt", {}, -1)
+
+
+# ------------------------------------------------------------------------------------------------ what is restored
+def _momentum_setup(seed: int):
+    torch.manual_seed(seed)
+    network = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.1, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    seen: list[int] = []
+
+    def step(engine: Engine, batch: torch.Tensor) -> float:
+        seen.append(engine.state.iteration)
+        optimizer.zero_grad()
+        loss = network(batch).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        return float(loss.detach())
+
+    return network, optimizer, scheduler, Engine(step), [torch.ones(2, 3)] * 3, seen
+
+
+def test_final_weights_are_a_bare_state_dict_of_the_network(tmp_path: Path):
+    network, optimizer, scheduler, trainer, data, _ = _momentum_setup(0)
+    for handler in training_checkpoint_handlers(tmp_path, network, optimizer, scheduler, trainer, save_interval=2):
+        handler.attach(trainer)
+    trainer.run(data, max_epochs=2)
+    final = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert set(final) == set(network.state_dict())  # loads into network_def as it is
+    for name, value in network.state_dict().items():
+        assert torch.equal(final[name], value)
+    state = load_resumable_state(tmp_path / "resume" / "last.pt")
+    assert set(state) == {"network", "optimizer", "lr_scheduler", "trainer"}
+    assert state["trainer"]["iteration"] == 6 and state["lr_scheduler"]["last_epoch"] == 6
+
+
+def test_resume_restores_weights_optimizer_moments_and_learning_rate(tmp_path: Path):
+    network, optimizer, scheduler, trainer, data, _ = _momentum_setup(0)
+    for handler in training_checkpoint_handlers(tmp_path, network, optimizer, scheduler, trainer, save_interval=1):
+        handler.attach(trainer)
+    trainer.run(data, max_epochs=1)
+    trained = network.weight.detach().clone()
+    momentum = optimizer.state_dict()["state"][0]["momentum_buffer"].clone()
+
+    network2, optimizer2, scheduler2, trainer2, data2, seen = _momentum_setup(1)  # other initial weights
+    assert not torch.equal(network2.weight, trained)
+    handlers = training_checkpoint_handlers(
+        tmp_path, network2, optimizer2, scheduler2, trainer2, save_interval=1, resume=True, map_location="cpu"
+    )
+    restored: dict[str, object] = {}
+
+    def capture(engine: Engine) -> None:
+        restored["weight"] = network2.weight.detach().clone()
+        restored["momentum"] = optimizer2.state_dict()["state"][0]["momentum_buffer"].clone()
+        restored["lr"] = optimizer2.param_groups[0]["lr"]
+
+    for handler in handlers:
+        handler.attach(trainer2)
+    trainer2.add_event_handler(Events.ITERATION_STARTED(once=4), capture)
+    trainer2.run(data2, max_epochs=2)
+    assert seen == [4, 5, 6]  # the first epoch is not repeated
+    assert torch.equal(restored["weight"], trained)
+    assert torch.equal(restored["momentum"], momentum)
+    assert restored["lr"] == pytest.approx(0.1 * 0.5**3)
+
+
+def test_final_filename_is_configurable(tmp_path: Path):
+    network, optimizer, scheduler, trainer, data, _ = _momentum_setup(0)
+    handlers = training_checkpoint_handlers(
+        tmp_path, network, optimizer, scheduler, trainer, save_interval=0, final_filename="weights.pt"
+    )
+    for handler in handlers:
+        handler.attach(trainer)
+    trainer.run(data, max_epochs=1)
+    assert (tmp_path / "weights.pt").is_file() and not (tmp_path / "model.pt").exists()
+    assert (tmp_path / "resume" / "last.pt").is_file()  # interval 0: the state is still saved at the end

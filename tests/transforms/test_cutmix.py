@@ -54,18 +54,3 @@ def test_strong_views_are_independent_copies_of_the_source():
     t.set_random_state(0)
     again = t({"image": source})
     assert torch.equal(again["s1"], out["s1"])
-
-
-def test_keep_largest_component_per_label():
-    from crossmatch_ext.transforms import KeepLargestComponentd, keep_largest_component
-
-    labels = np.zeros((10, 10), dtype=np.int64)
-    labels[1:4, 1:4] = 1  # 9 voxels
-    labels[7:9, 7:9] = 1  # 4 voxels, removed
-    labels[5, 5] = 2  # single voxel of another label, untouched when not applied
-    out = keep_largest_component(labels, [1])
-    assert out[1:4, 1:4].all() and out[7:9, 7:9].sum() == 0 and out[5, 5] == 2
-    diagonal = np.eye(4, dtype=np.int64)  # one component under full connectivity
-    assert keep_largest_component(diagonal, [1]).sum() == 4
-    item = KeepLargestComponentd("pred", [1])({"pred": torch.as_tensor(labels)[None].float()})
-    assert torch.equal(item["pred"][0], torch.as_tensor(out).float())
