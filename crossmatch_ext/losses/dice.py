@@ -1,14 +1,18 @@
 """Soft Dice losses as the CrossMatch authors compute them.
 
-The authors' Dice differs from MONAI's ``DiceLoss`` in three ways that change the optimisation, so it is
-implemented here rather than configured from MONAI:
+The authors' Dice is one *global* Dice over the whole batch (all samples' voxels summed together), with squared
+terms in the denominator, ``1 - (2 * sum(p * t) + s) / (sum(p^2) + sum(t^2) + s)``, and a confidence mask: voxels
+whose pseudo-label confidence is below the threshold are left out of every sum. LA (binary) uses the foreground
+class only with smoothing 1e-5; ACDC uses the mean over all four classes, background included, with smoothing 1e-4.
 
-* one *global* Dice over the whole batch (all samples' voxels summed together), not a mean of per-sample Dice;
-* squared terms in the denominator: ``1 - (2 * sum(p * t) + s) / (sum(p^2) + sum(t^2) + s)``;
-* a confidence mask: voxels whose pseudo-label confidence is below the threshold are left out of every sum.
-
-LA (binary) uses the foreground class only with smoothing 1e-5; ACDC uses the mean over all four classes,
-background included, with smoothing 1e-4.
+Unmasked, this is MONAI's ``DiceLoss(softmax=True, to_onehot_y=True, squared_pred=True, batch=True,
+smooth_nr=s, smooth_dr=s)`` (``include_background=False`` for LA, ``True`` for ACDC); what ``DiceLoss`` lacks is
+the mask. MONAI's ``MaskedDiceLoss`` applies its mask after the softmax and agrees with :class:`MaskedDiceLoss` when
+given a one-hot target (both tested), but with ``to_onehot_y=True`` it multiplies the class-index map by the mask
+*before* one-hot encoding, so masked-out voxels become background targets: they count in the background channel
+that ACDC averages (a fully masked batch scores ``1 / C`` instead of 0). The trainer holds class-index pseudo-labels
+and a ``(B, *spatial)`` mask, and shares one softmax between several loss terms, so the loss is computed here on
+those directly, without one-hot or masked copies.
 """
 
 from __future__ import annotations
@@ -85,6 +89,9 @@ def masked_soft_dice(
 
 class MaskedDiceLoss(nn.Module):
     """The authors' confidence-masked soft Dice on logits.
+
+    Not MONAI's ``MaskedDiceLoss``: with class-index labels (``to_onehot_y=True``) that one masks the labels before
+    one-hot encoding, so masked-out voxels count as background targets; see the module docstring.
 
     Args:
         classes: class indices averaged; ``(1,)`` for the binary LA task (foreground only), ``None`` for all

@@ -78,6 +78,12 @@ class UNet(nn.Module):
     The authors' configuration says ``bilinear=False``, but their decoder never passes it on, so their up blocks
     use the 1x1 convolution and bilinear upsampling (not a transposed convolution); this network reproduces that.
 
+    MONAI's ``monai.networks.nets.UNet`` is not used because it is another architecture (residual units,
+    strided-convolution downsampling, transposed-convolution upsampling); the closest MONAI network,
+    ``BasicUNet``, applies one dropout rate after both convolutions of every encoder *and* decoder block, where the
+    authors use a rate per encoder stage (0.05 to 0.5) between the two convolutions only, and it ends with a 1x1
+    output convolution instead of a 3x3 one. Neither exposes an encoder/decoder split for feature perturbation.
+
     The network exposes :meth:`encode` and :meth:`decode` so that feature perturbation can be applied between
     them; :meth:`forward` is ``decode(encode(x))`` and is TorchScript-compatible. Any spatial size of at least 16
     per axis is accepted: each upsampled tensor is zero-padded at the end of each axis (or cropped) to its skip's

@@ -101,6 +101,11 @@ class VNet(nn.Module):
     them (see :class:`~crossmatch_ext.networks.FeaturePerturbedNetwork`); :meth:`forward` is
     ``decode(encode(x))`` and is TorchScript-compatible.
 
+    MONAI's ``monai.networks.nets.VNet`` is not used because it is a different network of the same name: Milletari
+    et al.'s V-Net, with 5x5x5 convolutions, a residual addition in every stage, ELU or PReLU activations, skip
+    features *concatenated* in the decoder and dropout inside the down and up transitions, and without an
+    encoder/decoder split. The CrossMatch LA results (and the authors' weights) are those of this network.
+
     Any spatial size of at least 16 per axis is accepted: in the decoder each upsampled tensor is zero-padded at the
     end of each axis (or cropped) to the size of its skip feature, so the logits always have the input's spatial
     size. For sizes divisible by 16 this is exactly the original network.

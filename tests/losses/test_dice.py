@@ -79,3 +79,29 @@ def test_supervised_loss_is_mean_of_ce_and_dice():
     dice = MaskedDiceLoss(smooth=1e-4)
     expected = 0.5 * (F.cross_entropy(logits, labels[:, 0]) + dice(logits, labels[:, 0]))
     assert SupervisedLoss(dice)(logits, labels).item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+@pytest.mark.parametrize(("classes", "num_classes", "smooth"), [((1,), 2, 1e-5), (None, 4, 1e-4)], ids=["la", "acdc"])
+def test_agrees_with_monai_dice_losses_configured_like_the_authors(classes, num_classes, smooth):
+    """Unmasked it is MONAI's DiceLoss; masked it is MONAI's MaskedDiceLoss given a one-hot target."""
+    from monai.losses import DiceLoss
+    from monai.losses import MaskedDiceLoss as MonaiMaskedDiceLoss
+    from monai.networks import one_hot
+
+    torch.manual_seed(0)
+    logits = 3 * torch.randn(3, num_classes, 12, 10, 6)
+    labels = torch.randint(0, num_classes, (3, 12, 10, 6))
+    valid = torch.rand(3, 12, 10, 6) > 0.4
+    options = dict(
+        include_background=classes is None, softmax=True, squared_pred=True, batch=True, smooth_nr=smooth,
+        smooth_dr=smooth,
+    )
+    ours = MaskedDiceLoss(classes, smooth)
+    unmasked = DiceLoss(to_onehot_y=True, **options)(logits, labels[:, None])
+    torch.testing.assert_close(ours(logits, labels), unmasked, rtol=1e-5, atol=1e-6)
+    masked = MonaiMaskedDiceLoss(**options)(logits, one_hot(labels[:, None], num_classes), valid[:, None].float())
+    torch.testing.assert_close(ours(logits, labels, valid), masked, rtol=1e-5, atol=1e-6)
+    # MONAI's to_onehot_y path masks the class-index map before one-hot encoding: masked-out voxels become
+    # background targets, which changes the loss whenever the background channel is averaged (ACDC).
+    index_masked = MonaiMaskedDiceLoss(to_onehot_y=True, **options)(logits, labels[:, None], valid[:, None].float())
+    assert torch.isclose(index_masked, masked, rtol=1e-4).item() == (classes is not None)
