@@ -38,7 +38,7 @@ class TrainingProgressBar:
 
     def _open(self, engine: Engine) -> None:
         total = getattr(engine, "max_iterations", None)
-        if total is None and engine.state.epoch_length is not None:
+        if total is None and engine.state.epoch_length is not None and engine.state.max_epochs is not None:
             total = engine.state.max_epochs * engine.state.epoch_length
         self._bar = tqdm(total=total, initial=engine.state.iteration, desc="training", unit="it", dynamic_ncols=True)
 

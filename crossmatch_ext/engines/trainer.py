@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -54,6 +54,7 @@ from monai.engines.utils import IterationEvents, engine_apply_transform
 from monai.utils import CommonKeys as Keys
 
 from crossmatch_ext.losses import CrossMatchLoss, PseudoLabel
+from crossmatch_ext.networks import FeaturePerturbedNetwork
 
 from .schedules import ConstantThreshold
 
@@ -196,9 +197,9 @@ class CrossMatchTrainer(SupervisedTrainer):
         if self.channels_last:
             module = unwrap_network(network)
             if any(p.dim() == 5 for p in module.parameters()):
-                module.to(memory_format=torch.channels_last_3d)
+                module.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # torch's stubs omit it
             elif any(p.dim() == 4 for p in module.parameters()):
-                module.to(memory_format=torch.channels_last)
+                module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
         self.image_key, self.label_key = image_key, label_key
         self.strong_keys = tuple(strong_keys)
         self.box_keys = tuple(box_keys)
@@ -270,7 +271,7 @@ class CrossMatchTrainer(SupervisedTrainer):
     @contextmanager
     def _teacher(self, network: nn.Module) -> Any:
         """No-grad context for the mix passes, in the configured mode; restores train mode afterwards."""
-        inner = unwrap_network(network)
+        inner = cast(FeaturePerturbedNetwork, unwrap_network(network))
         if self.teacher_mode == "eval":
             inner.network.eval()
             inner.perturbation.train()  # the perturbed pseudo-labels must still be perturbed
@@ -360,7 +361,7 @@ class CrossMatchTrainer(SupervisedTrainer):
         threshold = float(self.confidence_threshold(engine.state.iteration))
         network = engine.network
 
-        boxes: list[torch.Tensor | None] = [None, None]
+        boxes: list[torch.Tensor] = []
         mix_teacher = mix_weak_fp = mix_strong_fp = None
         if mix is not None:
             mix_weak = _tensor(mix[self.image_key], device, non_blocking, cl)
@@ -369,9 +370,9 @@ class CrossMatchTrainer(SupervisedTrainer):
                     f"the mix batch has {mix_weak.shape[0]} items but the unlabeled batch {num_unlabeled}: use the "
                     "same batch size and drop_last=True for both loaders."
                 )
-            for k, key in enumerate(self.box_keys):
+            for key in self.box_keys:
                 box = _tensor(unlabeled[key], device, non_blocking)
-                boxes[k] = box[:, 0] if box.ndim == weak.ndim else box  # (B, *spatial)
+                boxes.append(box[:, 0] if box.ndim == weak.ndim else box)  # (B, *spatial)
             # P1 and P2: pseudo-labels of the mix image, no gradient.
             with self._teacher(network):
                 if not self.merge_teacher_passes:
@@ -397,7 +398,7 @@ class CrossMatchTrainer(SupervisedTrainer):
         engine.state.output = {Keys.IMAGE: image, Keys.LABEL: label}
         network.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        loss_function: CrossMatchLoss = engine.loss_function
+        loss_function = cast(CrossMatchLoss, engine.loss_function)
         split = self.backward_per_pass
         # P3: labeled + weak view, weak view feature-perturbed.
         with self._no_sync(network) if split else nullcontext():

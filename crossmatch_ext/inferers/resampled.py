@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from monai.data import MetaTensor
 from monai.inferers import Inferer
 
 __all__ = ["ResampledInferer", "resampled_shape"]
@@ -71,8 +72,6 @@ class ResampledInferer(Inferer):
         scores = self.inferer(small, network, *args, **kwargs)
         scores = scores.as_tensor() if hasattr(scores, "as_tensor") else scores
         out = F.interpolate(scores.float(), size=spatial, mode=_INTERPOLATION[len(spatial)], align_corners=False)
-        if hasattr(inputs, "copy_meta_from"):
-            from monai.data import MetaTensor
-
+        if isinstance(inputs, MetaTensor):
             return MetaTensor(out, meta=inputs.meta)
         return out

@@ -49,11 +49,20 @@ class StridedSlidingWindowInferer(SlidingWindowInferer):
         self.strides = tuple(steps)
         self.softmax = bool(softmax)
 
-    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> Any:
+    def __call__(
+        self,
+        inputs: torch.Tensor,
+        network: Callable[..., torch.Tensor | Sequence[torch.Tensor] | dict[Any, torch.Tensor]],
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
         if not self.softmax:
             return super().__call__(inputs, network, *args, **kwargs)
 
         def probabilities(x: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
-            return torch.softmax(network(x, *a, **k).float(), dim=1)
+            logits = network(x, *a, **k)
+            if not isinstance(logits, torch.Tensor):
+                raise TypeError(f"softmax averaging needs a network returning one tensor, got {type(logits).__name__}.")
+            return torch.softmax(logits.float(), dim=1)
 
         return super().__call__(inputs, probabilities, *args, **kwargs)

@@ -147,13 +147,14 @@ class CaseMetricsHandler(IgniteMetricHandler):
                     engine.state.metrics[f"{name}_{metric}_class{cls}"] = value
         if self.save_details:
             details = self.metric_fn.per_case()
-            engine.state.metric_details[name] = details[self.metric_name]
+            store = engine.state.metric_details  # type: ignore[attr-defined]  # MONAI's evaluators add it to State
+            store[name] = details[self.metric_name]
             for metric, values in details.items():
-                engine.state.metric_details[f"{name}_{metric}"] = values
+                store[f"{name}_{metric}"] = values
         info = getattr(engine.state, "case_metrics_info", None)
         if not isinstance(info, dict):
             info = {}
-            engine.state.case_metrics_info = info
+            setattr(engine.state, "case_metrics_info", info)  # noqa: B010 - an attribute ignite's State does not declare
         info[name] = {
             "metric_name": self.metric_name,
             "metrics": list(self.metric_fn.metrics),
@@ -244,7 +245,8 @@ class MetricsReport:
             size = len(image) if isinstance(image, (torch.Tensor, Sequence)) else 1
             self._cases.extend([""] * size)
             return
-        for item in batch or []:
+        items: Sequence[Any] = batch if isinstance(batch, Sequence) else []
+        for item in items:
             case = case_id_from_item(item, self.case_key, self.image_key)
             self._cases.append("" if case is None else case)
 

@@ -345,7 +345,7 @@ class CaseMetrics(CumulativeIterationMetric):
             and len(explicit) > 0
             and not isinstance(explicit[0], (int, float))
         )
-        if per_item and len(explicit) != batch:
+        if per_item and explicit is not None and len(explicit) != batch:
             raise ValueError(f"spacing has {len(explicit)} per-item entries for a batch of {batch}.")
         pred_np = _to_numpy(y_pred)
         gt_np = _to_numpy(y)
@@ -380,7 +380,7 @@ class CaseMetrics(CumulativeIterationMetric):
         buffer = self._buffer()
         return {m: buffer[..., k] for k, m in enumerate(self.metrics)}
 
-    def aggregate(self, per_class: bool = False) -> Mapping[str, Any]:  # type: ignore[override]
+    def aggregate(self, per_class: bool = False) -> Mapping[str, Any]:
         """Average the buffered values over cases and classes (NaN values are left out of the mean).
 
         Args:

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Protocol, cast
+
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FeaturePerturbation", "FeaturePerturbedNetwork"]
+__all__ = ["EncoderDecoder", "FeaturePerturbation", "FeaturePerturbedNetwork"]
+
+
+class EncoderDecoder(Protocol):
+    """A segmentation network split at its encoder's output (:class:`VNet`, :class:`UNet`)."""
+
+    def encode(self, x: Tensor) -> list[Tensor]:
+        """Features of every encoder level, the bottleneck last."""
+        ...
+
+    def decode(self, features: list[Tensor], head_dropout: bool = True) -> Tensor:
+        """Logits from the encoder features."""
+        ...
 
 _KINDS = ("dropout", "alpha", "feature_alpha")
 _LEVELS = ("all", "bottleneck")
@@ -155,12 +169,13 @@ class FeaturePerturbedNetwork(nn.Module):
             raise ValueError(
                 f"FeaturePerturbedNetwork: `perturbed` must be in [0, batch size = {batch}], got {perturbed}."
             )
-        features = self.network.encode(x)
+        network = cast(EncoderDecoder, self.network)  # checked in __init__
+        features = network.encode(x)
         if perturbed == 0:
-            return self.network.decode(features)
+            return network.decode(features)
         weak, strong = self.perturbation([f[batch - perturbed :] for f in features])
         stacked = [torch.cat([f, w, s], dim=0) for f, w, s in zip(features, weak, strong)]
-        return self.network.decode(stacked, head_dropout=False)
+        return network.decode(stacked, head_dropout=False)
 
     @staticmethod
     def split(output: Tensor, batch: int, perturbed: int) -> tuple[Tensor, Tensor, Tensor]:

@@ -55,7 +55,7 @@ def gaussian_field(rng: np.random.Generator, shape: Sequence[int], sigma: float 
         ``float32`` array of ``shape``.
     """
     shape = tuple(int(s) for s in shape)
-    sigmas = [float(sigma)] * len(shape) if np.isscalar(sigma) else [float(s) for s in sigma]  # type: ignore[arg-type]
+    sigmas = [float(s) for s in sigma] if isinstance(sigma, Sequence) else [float(sigma)] * len(shape)
     white = rng.standard_normal(shape, dtype=np.float32)
     spectrum = sp_fft.rfftn(white)
     for axis, (size, width) in enumerate(zip(shape, sigmas)):
