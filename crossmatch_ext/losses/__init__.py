@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from .crossmatch import LOSS_WEIGHT_PRESETS, CrossMatchLoss, PseudoLabel
+from .crossmatch import LOSS_WEIGHT_ALIASES, LOSS_WEIGHT_PRESETS, CrossMatchLoss, PseudoLabel
 from .dice import MaskedDiceLoss, SupervisedLoss, masked_soft_dice
 
 __all__ = [
+    "LOSS_WEIGHT_ALIASES",
     "LOSS_WEIGHT_PRESETS",
     "CrossMatchLoss",
     "MaskedDiceLoss",

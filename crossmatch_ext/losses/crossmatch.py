@@ -15,11 +15,13 @@ Symbols of the paper and the names used here:
 Every unsupervised term is the confidence-masked Dice of :mod:`crossmatch_ext.losses.dice`, with the target
 confidence thresholded by the current threshold.
 
-Total loss, per weighting preset:
+Total loss, per weighting preset (named for the weights, so any dataset can pick one):
 
-* ``"la"`` (authors' current LA code): ``0.5 Lx + 0.25 mean(Ls1, Ls2) + 0.5 Lkd``;
-* ``"acdc"`` (authors' current ACDC code): ``0.5 Lx + 0.25 mean(Ls1, Ls2) + 0.25 Lkd``;
+* ``"strong_distillation"`` (the authors' current LA code): ``0.5 Lx + 0.25 mean(Ls1, Ls2) + 0.5 Lkd``;
+* ``"light_distillation"`` (the authors' current ACDC code): ``0.5 Lx + 0.25 mean(Ls1, Ls2) + 0.25 Lkd``;
 * ``"paper"`` (the code the paper's tables came from, May 2024): ``(Lx + 0.5 Ls1 + 0.5 Ls2 + Lkd) / 3``.
+
+The former names ``"la"`` and ``"acdc"`` are accepted as aliases (:data:`LOSS_WEIGHT_ALIASES`).
 """
 
 from __future__ import annotations
@@ -31,14 +33,16 @@ import torch.nn as nn
 
 from .dice import MaskedDiceLoss, SupervisedLoss, masked_soft_dice
 
-__all__ = ["LOSS_WEIGHT_PRESETS", "CrossMatchLoss", "PseudoLabel"]
+__all__ = ["LOSS_WEIGHT_ALIASES", "LOSS_WEIGHT_PRESETS", "CrossMatchLoss", "PseudoLabel"]
 
 #: (supervised, image perturbation on mean(Ls1, Ls2), distillation) weights of each preset.
 LOSS_WEIGHT_PRESETS: dict[str, tuple[float, float, float]] = {
-    "la": (0.5, 0.25, 0.5),
-    "acdc": (0.5, 0.25, 0.25),
+    "strong_distillation": (0.5, 0.25, 0.5),
+    "light_distillation": (0.5, 0.25, 0.25),
     "paper": (1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0),
 }
+#: Former preset names, still accepted: the datasets whose authors' code uses each weighting.
+LOSS_WEIGHT_ALIASES: dict[str, str] = {"la": "strong_distillation", "acdc": "light_distillation"}
 
 
 class PseudoLabel(NamedTuple):
@@ -73,7 +77,8 @@ class CrossMatchLoss(nn.Module):
 
     Args:
         dice: the confidence-masked Dice (foreground-only for LA, all classes for ACDC).
-        weighting: ``"la"``, ``"acdc"`` or ``"paper"`` (see the module docstring); explicit weights below override it.
+        weighting: ``"strong_distillation"``, ``"light_distillation"`` or ``"paper"`` (see the module docstring;
+            ``"la"`` and ``"acdc"`` are aliases of the first two); explicit weights below override it.
         eta: weight of the decoder-distillation terms inside ``Lkd`` (the paper's eta, 0.3).
         supervised_weight: weight of ``Lx`` (default from ``weighting``).
         image_weight: weight of ``mean(Ls1, Ls2)`` (default from ``weighting``).
@@ -86,15 +91,19 @@ class CrossMatchLoss(nn.Module):
     def __init__(
         self,
         dice: MaskedDiceLoss,
-        weighting: str = "la",
+        weighting: str = "strong_distillation",
         eta: float = 0.3,
         supervised_weight: float | None = None,
         image_weight: float | None = None,
         distillation_weight: float | None = None,
     ) -> None:
         super().__init__()
+        weighting = LOSS_WEIGHT_ALIASES.get(weighting, weighting)
         if weighting not in LOSS_WEIGHT_PRESETS:
-            raise ValueError(f"weighting must be one of {sorted(LOSS_WEIGHT_PRESETS)}, got {weighting!r}.")
+            raise ValueError(
+                f"weighting must be one of {sorted(LOSS_WEIGHT_PRESETS)} (or an alias {sorted(LOSS_WEIGHT_ALIASES)}), "
+                f"got {weighting!r}."
+            )
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must lie in [0, 1], got {eta}.")
         preset = LOSS_WEIGHT_PRESETS[weighting]

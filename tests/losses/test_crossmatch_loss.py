@@ -50,7 +50,7 @@ def test_terms_match_hand_assembly_la_and_paper_weights():
     decoder = (d(x["strong2_weak_fp_logits"], x["weak_fp_mixed2"]) + d(x["strong2_strong_fp_logits"], x["strong_fp_mixed2"])) / 2
     kd = 0.7 * teacher + 0.3 * decoder
 
-    terms = CrossMatchLoss(dice, weighting="la", eta=0.3)(**x)
+    terms = CrossMatchLoss(dice, weighting="strong_distillation", eta=0.3)(**x)
     assert terms["loss_kd"].item() == pytest.approx(kd.item(), abs=1e-6)
     la = 0.5 * supervised + 0.25 * (s1 + s2) / 2 + 0.5 * kd
     assert terms["loss"].item() == pytest.approx(la.item(), abs=1e-6)
@@ -64,7 +64,7 @@ def test_terms_match_hand_assembly_la_and_paper_weights():
 def test_acdc_weights_and_overrides():
     dice = MaskedDiceLoss(smooth=1e-4)
     x = _inputs(1, classes=4)
-    terms = CrossMatchLoss(dice, weighting="acdc")(**x)
+    terms = CrossMatchLoss(dice, weighting="light_distillation")(**x)
     image = (terms["loss_strong1"] + terms["loss_strong2"]) / 2
     expected = 0.5 * terms["loss_supervised"] + 0.25 * image + 0.25 * terms["loss_kd"]
     assert terms["loss"].item() == pytest.approx(expected.item(), abs=1e-6)
@@ -95,3 +95,11 @@ def test_invalid_arguments():
         CrossMatchLoss(MaskedDiceLoss(), weighting="nope")
     with pytest.raises(ValueError, match="eta"):
         CrossMatchLoss(MaskedDiceLoss(), eta=1.5)
+
+
+@pytest.mark.parametrize(("alias", "name"), [("la", "strong_distillation"), ("acdc", "light_distillation")])
+def test_former_preset_names_are_aliases(alias, name):
+    old, new = CrossMatchLoss(MaskedDiceLoss(), weighting=alias), CrossMatchLoss(MaskedDiceLoss(), weighting=name)
+    assert old.weighting == name
+    weights = ("supervised_weight", "image_weight", "distillation_weight")
+    assert [getattr(old, w) for w in weights] == [getattr(new, w) for w in weights]
