@@ -104,7 +104,7 @@ def build_trainer(args: argparse.Namespace, mode: str, workdir: str):
     if args.stub_step_ms is not None:
         delay = args.stub_step_ms / 1000.0
 
-        def stub(engine, batch):  # noqa: ANN001
+        def stub(engine, batch):
             time.sleep(delay)
             return {}
 
@@ -126,7 +126,7 @@ def run_one(args: argparse.Namespace, mode: str) -> dict:
         marks: dict[str, list[float]] = {"get_started": [], "get_completed": [], "completed": []}
 
         def mark(name: str):
-            def handler(_) -> None:  # noqa: ANN001
+            def handler(_) -> None:
                 if cuda:
                     torch.cuda.synchronize()
                 marks[name].append(time.perf_counter())
@@ -138,13 +138,13 @@ def run_one(args: argparse.Namespace, mode: str) -> dict:
         trainer.add_event_handler(Events.ITERATION_COMPLETED, mark("completed"))
         workers_rss: list[float | None] = [None]
 
-        def sample_workers(engine) -> None:  # noqa: ANN001
+        def sample_workers(engine) -> None:
             if engine.state.iteration == args.iterations + args.warmup:
                 workers_rss[0] = _children_rss_gb()
 
         trainer.add_event_handler(Events.ITERATION_COMPLETED, sample_workers)
         if cuda:
-            def reset(engine) -> None:  # noqa: ANN001
+            def reset(engine) -> None:
                 if engine.state.iteration == args.warmup + 1:
                     torch.cuda.reset_peak_memory_stats()
 

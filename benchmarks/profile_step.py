@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from step_time import AMP_CHOICES, build_step_objects, make_batch, parse_amp  # noqa: E402
+from step_time import AMP_CHOICES, build_step_objects, make_batch, parse_amp
 
 
 def _stats(values: list[float]) -> dict:

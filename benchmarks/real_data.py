@@ -5,7 +5,7 @@ Every run goes through MONAI's bundle CLI (``python -m monai.bundle run training
 cases, iterations, seed and evaluation for both modes. Outputs, in ``--out``:
 
 * ``results.json``: per protocol, mode and seed the per-case metrics (per class for ACDC), their mean ± std over
-  cases, wall time and seconds per iteration; per mode the mean ± std over seeds; the CrossMatch − supervised gain;
+  cases, wall time and seconds per iteration; per mode the mean ± std over seeds; the CrossMatch - supervised gain;
   the exact config overrides of every run and the commands;
 * ``curves.png``: loss terms, share of confident pixels and validation Dice against iteration, both modes;
 * ``overlays.png``: image, ground truth, supervised and CrossMatch predictions on a few validation slices;
@@ -424,7 +424,8 @@ def _mean_std(values: list[float]) -> dict[str, float | int]:
 
 def read_cases(run: Run) -> dict[str, Any]:
     """Per-case (ACDC: per volume and class) metrics of a run, and their means over cases."""
-    rows = list(csv.DictReader(open(run.output_dir / "metrics.csv", encoding="utf-8")))
+    with open(run.output_dir / "metrics.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
     cases: dict[str, dict[str, Any]] = {}
     for row in rows:
         values = {m: float(row[m]) for m in METRICS if m in row and row[m] != ""}
@@ -453,7 +454,8 @@ def _s_per_iteration(run: Run) -> float | None:
     rates = []
     for previous, current in zip(records, records[1:]):
         if previous.get("event") == current.get("event") == "train" and current["iteration"] > previous["iteration"]:
-            rates.append((current["wall_time"] - previous["wall_time"]) / (current["iteration"] - previous["iteration"]))
+            elapsed = current["wall_time"] - previous["wall_time"]
+            rates.append(elapsed / (current["iteration"] - previous["iteration"]))
     return statistics.median(rates) if rates else None
 
 
@@ -560,12 +562,15 @@ def format_table(results: dict[str, Any]) -> str:
         spi = entry["s_per_iteration"]
         wall = entry["train_wall_s"]
         lines.append(f"| {mode} | {len(entry['seeds'])} | " + " | ".join(cells)
-                     + f" | {_pct(entry['per_case_std']['dice'], 'dice')} | {spi['mean']:.3f} | {wall['mean'] / 60:.1f} |")
+                     + f" | {_pct(entry['per_case_std']['dice'], 'dice')} | {spi['mean']:.3f}"
+                     + f" | {wall['mean'] / 60:.1f} |")
     for mode, row in (results.get("paper") or {}).items():
         lines.append(f"| paper {mode} | | " + " | ".join(f"{row[m]:.2f}" for m in METRICS) + " | | | |")
     if "gain" in results:
         g = results["gain"]["paired_by_seed"]["dice"]
-        lines.append(f"CrossMatch - supervised Dice: {100 * g['mean']:+.1f} ± {100 * g['std']:.1f} points (paired by seed)")
+        lines.append(
+            f"CrossMatch - supervised Dice: {100 * g['mean']:+.1f} ± {100 * g['std']:.1f} points (paired by seed)"
+        )
     for mode, entry in results["modes"].items():
         if "by_class_across_seeds" in entry:
             parts = [f"{c} {100 * v['dice']['mean']:.1f} ± {100 * v['dice']['std']:.1f}"
@@ -611,7 +616,7 @@ def plot_curves(runs: list[Run], path: Path) -> None:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
-        handles, labels = ax.get_legend_handles_labels()
+        handles, _ = ax.get_legend_handles_labels()
         if handles:
             ax.legend(fontsize=7, ncol=2)
     fig.suptitle(f"{runs[0].protocol.name}: training curves, both modes (moving averages; validation on the "
@@ -629,7 +634,7 @@ def _predict_cases(run: Run, num_cases: int, device: str) -> list[dict[str, Any]
     configs = BUNDLES[run.protocol.bundle] / "configs"
     parser = ConfigParser()
     parser.read_config([str(configs / "train.yaml"), str(configs / "evaluate.yaml")])
-    overrides = {k: v for k, v in {**run.overrides, **run.eval_overrides}.items()}
+    overrides = dict({**run.overrides, **run.eval_overrides}.items())
     overrides["device"] = f"$torch.device({device!r})"
     overrides["num_workers"] = 0
     parser.update(overrides)

@@ -4,7 +4,8 @@ Usage:
     python benchmarks/soak.py [--steps 500] [--num-workers 2] [--device cpu] [--amp False] [--out DIR]
 
 Generates a small synthetic LA dataset, runs the LA bundle's ``train.yaml`` in this process (MONAI's
-``ConfigWorkflow``, the same path as ``python -m monai.bundle run``) with a 16x16x16 patch, batch 2 and a 4-filter V-Net (24 unlabeled cases: an epoch every 12 steps, about 40
+``ConfigWorkflow``, the same path as ``python -m monai.bundle run``) with a 16x16x16 patch, batch 2 and a 4-filter
+V-Net (24 unlabeled cases: an epoch every 12 steps, about 40
 epochs over persistent DataLoader workers), and
 prints one JSON object: resident memory (VmRSS) at the first and the last measured step and its growth, open file
 descriptors and live child processes (DataLoader workers) before and after the run. ``ok`` is true when the RSS
@@ -89,7 +90,8 @@ def main() -> None:
     workflow = ConfigWorkflow(
         config_file=str(configs / "train.yaml"), meta_file=str(configs / "metadata.json"), logging_file=False,
         workflow_type="train", dataset_dir=str(data), ckpt_dir=str(work / "models"), output_dir=str(work / "eval"),
-        num_labeled=2, patch_size=args.patch, eval_strides=[max(1, p // 2) for p in args.patch], batch_size=args.batch_size, num_iterations=args.steps,
+        num_labeled=2, patch_size=args.patch, eval_strides=[max(1, p // 2) for p in args.patch],
+        batch_size=args.batch_size, num_iterations=args.steps,
         val_interval=args.val_interval, log_interval=args.steps, num_workers=args.num_workers,
         device=f"$torch.device('{args.device}')", amp=args.amp == "True", **{"network_def::n_filters": 4},
     )

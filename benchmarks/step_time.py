@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
-import os
 import subprocess
 import sys
 import time
 
 import numpy as np
 import torch
-
 
 AMP_CHOICES = ("bfloat16", "float16")
 

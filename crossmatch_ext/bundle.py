@@ -22,6 +22,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import monai
@@ -141,7 +142,7 @@ class TrainingMonitors:
         output_transform: Callable[[Any], dict[str, float]] = loss_terms,
         validator: Engine | None = None,
     ) -> None:
-        self.handlers = [
+        self.handlers: list[Any] = [
             TrainingProgressBar(output_transform=output_transform, refresh_every=1),
             StatsHandler(tag_name="train_loss", epoch_log=False, iteration_log=every(log_interval),
                          output_transform=output_transform),
@@ -324,7 +325,7 @@ def find_config_parser() -> Any:
     """
     from monai.bundle import ConfigParser
 
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         candidate = frame.f_locals.get("self")
         if isinstance(candidate, ConfigParser):
@@ -488,5 +489,5 @@ def _rank() -> int:
         import torch.distributed as dist
 
         return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-    except Exception:  # noqa: BLE001 - no process group: a single process
+    except Exception:
         return 0

@@ -149,7 +149,7 @@ def _hook(kind: type[BaseException], error: BaseException, tb: TracebackType | N
             message = "".join(traceback.format_exception_only(type(root), root)).strip().splitlines()
             print(f"crossmatch: config key {key!r} failed: {message[-1] if message else type(root).__name__}",
                   file=sys.stderr, flush=True)
-    except Exception:  # noqa: BLE001 - never hide the original error behind a failure of the hook
+    except Exception:
         sys.__excepthook__(kind, error, tb)
 
 

@@ -15,7 +15,7 @@ def _raise_from_config(expression: str) -> BaseException:
     parser = ConfigParser({"imports": ["$import crossmatch_ext"], "datalists": expression})
     try:
         parser.get_parsed_content("datalists")
-    except BaseException as e:  # noqa: BLE001
+    except BaseException as e:
         return e
     raise AssertionError("expected an error")
 

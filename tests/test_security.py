@@ -23,7 +23,7 @@ class _Payload:
 def test_importer_refuses_pickled_code(tmp_path: Path, capsys):
     path = tmp_path / "iter_1.pth"
     torch.save({"model": VNet(1, 2, n_filters=4).state_dict(), "extra": _Payload()}, path)
-    with pytest.raises(ValueError, match="cannot read .* as a PyTorch checkpoint"):
+    with pytest.raises(ValueError, match=r"cannot read .* as a PyTorch checkpoint"):
         load_official_checkpoint(path, VNet(1, 2, n_filters=4))
     assert "code ran" not in capsys.readouterr().out
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .datalists import (
     ACDC_LAYOUTS,
     LA_LAYOUTS,
@@ -16,14 +18,14 @@ from .datalists import (
 from .folders import INFERENCE_PATTERNS, image_folder_datalist
 from .loading import LA_RAW_LABEL_MAP, LAYOUTS, CheckChannelCountd, MapLabelValuesStrictd, load_transforms
 from .readers import H5Reader, hide_reader_fallback_notices, list_h5_datasets
-from .studies import STUDY_SUFFIXES, is_studies_folder, monailabel_studies, studies_datalists
 from .slices import HDF5_SUFFIXES, ReorderHDF5Stackd, VolumeSliceDataset, is_hdf5_source
+from .studies import STUDY_SUFFIXES, is_studies_folder, monailabel_studies, studies_datalists
 from .validation import validate_datalists, validate_item
 
 _SYNTHETIC = ("make_acdc_case", "make_la_case", "write_acdc_dataset", "write_la_dataset")
 
 
-def __getattr__(name: str):  # the generator is imported on first use, so `python -m ...synthetic` runs cleanly
+def __getattr__(name: str) -> Any:  # the generator is imported on first use, so `python -m ...synthetic` runs cleanly
     if name in _SYNTHETIC:
         from . import synthetic
 

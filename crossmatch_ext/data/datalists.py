@@ -186,7 +186,8 @@ def detect_la_layout(dataset_dir: PathLike) -> str:
             return "nrrd"
     raise InputValueError(
         f"dataset_dir {path}: no LA data layout found: expected a datalist JSON ({DATALIST_NAME}), case folders with "
-        f"{LA_H5_NAME} (HDF5 layout), or case folders with {LA_IMAGE_NAME} + {LA_LABEL_NAME} (challenge layout). Point --dataset_dir at such a folder."
+        f"{LA_H5_NAME} (HDF5 layout), or case folders with {LA_IMAGE_NAME} + {LA_LABEL_NAME} (challenge layout). "
+        "Point --dataset_dir at such a folder."
     )
 
 
@@ -223,7 +224,8 @@ def detect_acdc_layout(dataset_dir: PathLike) -> str:
             return "nifti"
     raise InputValueError(
         f"dataset_dir {path}: no ACDC data layout found: expected a datalist JSON ({DATALIST_NAME}), HDF5 volumes in "
-        "volumes/ or data/, or patient folders with patientNNN_frameMM.nii.gz + _gt.nii.gz (challenge layout). Point --dataset_dir at such a folder."
+        "volumes/ or data/, or patient folders with patientNNN_frameMM.nii.gz + _gt.nii.gz (challenge layout). "
+        "Point --dataset_dir at such a folder."
     )
 
 
@@ -357,7 +359,9 @@ def la_datalists(
     if chosen == "json":
         json_path = _resolve_json(path)
         if json_path is None:
-            raise InputFileNotFoundError(f"no datalist JSON at {path} (expected a .json file or {path / DATALIST_NAME}).")
+            raise InputFileNotFoundError(
+                f"no datalist JSON at {path} (expected a .json file or {path / DATALIST_NAME})."
+            )
         lists = _json_lists(json_path, num_labeled, group=False)
         _log_summary("LA", chosen, json_path, lists)
         return lists
@@ -424,7 +428,9 @@ def acdc_datalists(
     if chosen == "json":
         json_path = _resolve_json(path)
         if json_path is None:
-            raise InputFileNotFoundError(f"no datalist JSON at {path} (expected a .json file or {path / DATALIST_NAME}).")
+            raise InputFileNotFoundError(
+                f"no datalist JSON at {path} (expected a .json file or {path / DATALIST_NAME})."
+            )
         lists = _json_lists(json_path, num_labeled_patients, group=True)
         _log_summary("ACDC", chosen, json_path, lists)
         return lists

@@ -136,9 +136,11 @@ def load_transforms(
     keys = [image_key, label_key]
     if layout == "h5":
         return [
-            LoadImaged(keys=image_key, reader=H5Reader(dataset="image", spacing=h5_spacing), image_only=True),
+            LoadImaged(  # MONAI takes a reader instance, though its annotation names reader classes only
+                keys=image_key, reader=H5Reader(dataset="image", spacing=h5_spacing), image_only=True,  # type: ignore[arg-type]
+            ),
             LoadImaged(
-                keys=label_key, reader=H5Reader(dataset="label", spacing=h5_spacing), image_only=True,
+                keys=label_key, reader=H5Reader(dataset="label", spacing=h5_spacing), image_only=True,  # type: ignore[arg-type]
                 allow_missing_keys=True,
             ),
             EnsureChannelFirstd(keys=keys, channel_dim="no_channel", allow_missing_keys=True),

@@ -67,7 +67,8 @@ class TrainingLog:
 
     Args:
         path: the ``.jsonl`` file (its folder is created).
-        output_transform: maps ``engine.state.output`` to ``{name: float}`` (e.g. ``crossmatch_ext.engines.loss_terms``).
+        output_transform: maps ``engine.state.output`` to ``{name: float}``
+            (e.g. ``crossmatch_ext.engines.loss_terms``).
         interval: log the training terms every this many iterations (the first iteration is always logged).
         validator: the evaluator whose metrics are logged after each of its runs (optional).
     """

@@ -61,7 +61,9 @@ class ResampledInferer(Inferer):
             return self.inferer(inputs, network, *args, **kwargs)
         spatial = tuple(inputs.shape[2:])
         if len(spatial) not in _INTERPOLATION:
-            raise ValueError(f"ResampledInferer handles 1 to 3 spatial dimensions, got input shape {tuple(inputs.shape)}.")
+            raise ValueError(
+                f"ResampledInferer handles 1 to 3 spatial dimensions, got input shape {tuple(inputs.shape)}."
+            )
         coarse = resampled_shape(spatial, self.scale)
         plain = inputs.as_tensor() if hasattr(inputs, "as_tensor") else inputs
         shrinking = all(c <= s for c, s in zip(coarse, spatial))

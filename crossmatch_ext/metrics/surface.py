@@ -93,10 +93,7 @@ def _check_metrics(metrics: Sequence[str]) -> tuple[str, ...]:
 
 
 def _as_bool_numpy(mask: ArrayLike, name: str) -> np.ndarray:
-    if isinstance(mask, torch.Tensor):
-        array = mask.detach().cpu().numpy()
-    else:
-        array = np.asarray(mask)
+    array = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
     if array.ndim == 0:
         raise ValueError(f"{name} must be an array with at least one dimension, got a scalar.")
     return array != 0

@@ -94,7 +94,7 @@ def _vnet_target(key: str, normalization: str) -> str | None:
     """Map one authors' LA V-Net key onto :class:`VNet`; ``None`` when the key is not of that naming."""
     if key in ("out_conv.weight", "out_conv.bias"):
         return key
-    if key.startswith("dropout.") or key.startswith("pert."):
+    if key.startswith(("dropout.", "pert.")):
         return _IGNORED
     match = _VNET_KEY.match(key)
     if match is None:

@@ -146,7 +146,8 @@ class UNet(nn.Module):
             The five encoder features ``[x0, x1, x2, x3, x4]`` (full resolution first, bottleneck last).
 
         Raises:
-            ValueError: if ``x`` has not ``in_channels`` channels, is not 4-dimensional or a spatial size is smaller than 16.
+            ValueError: if ``x`` has not ``in_channels`` channels, is not 4-dimensional or a spatial size is
+                smaller than 16.
         """
         if x.dim() != 4:
             raise ValueError("UNet.encode: expected a 4D input (N, C, H, W), got shape " + str(list(x.shape)) + ".")

@@ -183,7 +183,8 @@ class VNet(nn.Module):
             ``n_filters * (1, 2, 4, 8, 16)`` channels); ``x5`` has been through the bottleneck dropout.
 
         Raises:
-            ValueError: if ``x`` has not ``in_channels`` channels, is not 5-dimensional or a spatial size is smaller than 16.
+            ValueError: if ``x`` has not ``in_channels`` channels, is not 5-dimensional or a spatial size is
+                smaller than 16.
         """
         if x.dim() != 5:
             raise ValueError("VNet.encode: expected a 5D input (N, C, H, W, D), got shape " + str(list(x.shape)) + ".")

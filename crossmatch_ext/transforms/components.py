@@ -55,7 +55,9 @@ class KeepLargestComponentd(MapTransform):
             value = d[key]
             array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
             if array.shape[0] != 1:
-                raise ValueError(f"KeepLargestComponentd expects a one-channel label map for '{key}', got {array.shape}.")
+                raise ValueError(
+                    f"KeepLargestComponentd expects a one-channel label map for '{key}', got {array.shape}."
+                )
             filtered = keep_largest_component(array[0], self.applied_labels)[None]
             if isinstance(value, torch.Tensor):
                 value = value.clone()

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform
 from monai.data.meta_obj import get_track_meta
+from monai.transforms import MapTransform
 from monai.utils import convert_to_tensor, ensure_tuple_rep
 
 from crossmatch_ext.inferers.slices import RESIZE_MODES, resize_slices
@@ -17,7 +17,9 @@ __all__ = ["ResizeSliced"]
 
 
 class ResizeSliced(MapTransform):
-    """Resize channel-first 2D slices ``(C, H, W)`` to ``spatial_size`` with :func:`~crossmatch_ext.inferers.resize_slices`.
+    """Resize channel-first 2D slices ``(C, H, W)`` to ``spatial_size``.
+
+    The resize is :func:`~crossmatch_ext.inferers.resize_slices`.
 
     ``mode="nearest"`` is SciPy ``zoom(order=0)`` to the sample (corners aligned, the authors' training resize of
     images and labels and their test-time resize), so training and the ACDC evaluation protocol see slices resized

@@ -37,7 +37,9 @@ COMMON = {"num_workers": 0, "cache_rate": 0.0, "batch_size": 2, "device": "$torc
 
 _OPTION_LINE = re.compile(r"^(?P<key>[A-Za-z_]\w*):\s*(?P<default>[^#\n]*?)\s*#\s*(?P<comment>.*)$")
 _CLI_CHOICES = re.compile(r"--(?P<key>[A-Za-z_]\w*)\s+(?P<values>[\w.-]+(?:\|[\w.-]+)+)")
-_README_SETTING = re.compile(r"`(?P<key>[A-Za-z_]\w*): (?P<value>[^`]+)`|--(?P<cli>[A-Za-z_]\w*) (?P<cli_value>[\w.-]+)")
+_README_SETTING = re.compile(
+    r"`(?P<key>[A-Za-z_]\w*): (?P<value>[^`]+)`|--(?P<cli>[A-Za-z_]\w*) (?P<cli_value>[\w.-]+)"
+)
 
 
 def _split_outside_parentheses(text: str) -> list[str]:
@@ -77,7 +79,8 @@ def documented_options() -> dict[tuple[str, str, str], set[Any]]:
             for line in (root / "configs" / name).read_text().splitlines():
                 for match in _CLI_CHOICES.finditer(line.partition("#")[2]):
                     owner = name if match["key"] in defaults[name] else "train.yaml"
-                    options.setdefault((bundle, owner, match["key"]), set()).update(v.rstrip(".") for v in match["values"].split("|"))
+                    values = {v.rstrip(".") for v in match["values"].split("|")}
+                    options.setdefault((bundle, owner, match["key"]), set()).update(values)
                 match = _OPTION_LINE.match(line)
                 if not match:
                     continue
@@ -97,7 +100,7 @@ def documented_options() -> dict[tuple[str, str, str], set[Any]]:
                         continue
                     value = yaml.safe_load(text)
                     default = defaults[name][key]
-                    if isinstance(default, bool) and isinstance(value, bool) or (
+                    if (isinstance(default, bool) and isinstance(value, bool)) or (
                         isinstance(default, str) and not default.startswith(("$", "@", "%")) and isinstance(value, str)
                         and re.fullmatch(r"[a-z_]+", value)
                     ):
@@ -220,5 +223,5 @@ def test_documented_option_is_accepted(bundle, name, key, value, data, tmp_path)
     for item in dependents:
         try:
             _exercise(parser.get_parsed_content(item))
-        except Exception as error:  # noqa: BLE001 - the message names the option that failed
+        except Exception as error:
             raise AssertionError(f"{bundle} {name}: --{key} {value!r} fails in {item!r}: {error!r}") from error

@@ -14,12 +14,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import REPO_ROOT
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 
 from crossmatch_ext.data import write_la_dataset
 from crossmatch_ext.engines import loss_terms
+
+from bundle_helpers import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

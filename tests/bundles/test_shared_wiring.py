@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-
 from pathlib import Path
 
 import pytest
@@ -55,7 +54,9 @@ def _stats_lines(logs: TrainingMonitors, iterations: int) -> int:
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_console_logs_every_log_interval_iterations(bundle: str, tmp_path: Path):
     # the in-training evaluator (which needs data) is not part of what is checked here
-    handlers = _parsed(bundle, "train::handlers::2", tmp_path, log_interval=3, **{"train::handlers::2::validator": None})
+    handlers = _parsed(
+        bundle, "train::handlers::2", tmp_path, log_interval=3, **{"train::handlers::2::validator": None}
+    )
     assert isinstance(handlers, TrainingMonitors)
     assert _stats_lines(handlers, 9) == 3  # iterations 3, 6, 9; never one line per iteration
 

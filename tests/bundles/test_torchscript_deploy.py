@@ -83,8 +83,11 @@ def _run_torch_only(args: list[str]) -> set[str]:
     ("bundle", "shape", "overrides", "protocol"),
     [
         # LA: the paper's protocol, one axis smaller than the window (zero padding), several windows per axis
-        ("crossmatch_la", (40, 28, 24), {"eval_protocol": "paper", "patch_size": [32, 32, 16], "eval_strides": [16, 16, 8]},
-         ["sliding", "--roi", "32", "32", "16", "--strides", "16", "16", "8"]),
+        (
+            "crossmatch_la", (40, 28, 24),
+            {"eval_protocol": "paper", "patch_size": [32, 32, 16], "eval_strides": [16, 16, 8]},
+            ["sliding", "--roi", "32", "32", "16", "--strides", "16", "16", "8"],
+        ),
         # ACDC: the bundle's default slice protocol (nearest resize to 256x256 and back)
         ("crossmatch_acdc", (70, 54, 5), {}, ["slices", "--roi", "256", "256", "--mode", "nearest"]),
     ],

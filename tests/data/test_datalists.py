@@ -127,7 +127,7 @@ def test_la_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="dataset_dir not found"):
         la_datalists(tmp_path / "absent", num_labeled=2)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="dataset_dir is empty: .*empty. Set --dataset_dir"):
+    with pytest.raises(ValueError, match=r"dataset_dir is empty: .*empty. Set --dataset_dir"):
         la_datalists(tmp_path / "empty", num_labeled=2)
     (tmp_path / "empty" / "notes.txt").write_text("x")
     with pytest.raises(ValueError, match="no LA data layout found"):
@@ -240,7 +240,8 @@ def test_acdc_nifti_layout(tmp_path: Path) -> None:
     assert ids(listed["validation"]) == ["patient003_frame01", "patient003_frame10"]
 
     (root / "patient003" / "patient003_frame10_gt.nii.gz").unlink()
-    with pytest.raises(FileNotFoundError, match=r"patient003_frame10_gt\.nii\.gz \(the case is listed in .*val\.list\)"):
+    missing = r"patient003_frame10_gt\.nii\.gz \(the case is listed in .*val\.list\)"
+    with pytest.raises(FileNotFoundError, match=missing):
         acdc_datalists(root, num_labeled_patients=1)
 
 

@@ -113,7 +113,7 @@ def test_errors_name_the_file_and_are_not_hidden_by_fallback_readers(tmp_path: P
     loader = LoadImaged(keys="label", reader=H5Reader(dataset="label"))
     with pytest.raises(KeyError, match=r"only_image\.h5 has no dataset 'label'; datasets present: \['image'\]"):
         loader({"label": str(path)})
-    with pytest.raises(FileNotFoundError, match="missing.h5"):
+    with pytest.raises(FileNotFoundError, match=r"missing.h5"):
         LoadImage(reader=H5Reader())(tmp_path / "missing.h5")
     broken = tmp_path / "broken.h5"
     broken.write_text("not an HDF5 file")
@@ -187,7 +187,7 @@ def test_real_la_case_and_acdc_volume() -> None:
     assert acdc.ndim == 3 and 6 <= acdc.shape[0] <= 18  # (slices, H, W), slice axis first
     assert acdc.shape == image.shape
     assert set(np.unique(acdc.numpy()).tolist()) <= {0, 1, 2, 3}
-    assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+    assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0
 
 
 def test_fallback_to_nifti_reader_logs_no_failure_notice(tmp_path: Path, caplog):

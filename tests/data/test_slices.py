@@ -125,7 +125,7 @@ def test_empty_data_and_errors(tmp_path: Path, volumes):
     with h5py.File(odd, "w") as f:
         f.create_dataset("image", data=np.zeros((3, 4, 4), np.float32))
         f.create_dataset("label", data=np.zeros((2, 4, 4), np.uint8))
-    with pytest.raises(ValueError, match="'odd'.*different slice counts"):
+    with pytest.raises(ValueError, match=r"'odd'.*different slice counts"):
         VolumeSliceDataset([{"image": str(odd), "label": str(odd), "case": "odd"}], stack_load(), progress=False)
 
 

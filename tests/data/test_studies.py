@@ -67,7 +67,7 @@ def test_errors_name_the_folder(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="studies folder not found"):
         studies_datalists(tmp_path / "missing")
     (tmp_path / "empty" / "labels" / "final").mkdir(parents=True)
-    with pytest.raises(ValueError, match="no study found in .*empty"):
+    with pytest.raises(ValueError, match=r"no study found in .*empty"):
         studies_datalists(tmp_path / "empty")
 
 

@@ -100,7 +100,7 @@ def test_acdc_case_is_deterministic_per_seed() -> None:
 
 
 def test_acdc_case_classes_nesting_and_contrast() -> None:
-    (image, label), (image_es, label_es) = make_acdc_patient(1, 10, (96, 96))
+    (image, label), (_image_es, label_es) = make_acdc_patient(1, 10, (96, 96))
     assert image.shape == label.shape == (10, 96, 96)
     assert image.dtype == np.float32 and label.dtype == np.uint8
     assert float(image.min()) == 0.0 and float(image.max()) == 1.0

@@ -30,7 +30,7 @@ def test_supervised_mode_is_a_shuffled_drop_last_loader_of_labeled_batches():
     assert not isinstance(loader, CrossMatchLoader)
     batches = [b.tolist() for b in loader]
     assert [len(b) for b in batches] == [3, 3]  # drop_last: 7 items give two full batches
-    seen = sum(batches, [])
+    seen = [i for batch in batches for i in batch]
     assert len(set(seen)) == 6 and all(0 <= i < 7 for i in seen)
     assert isinstance(loader.sampler, RandomSampler)
 

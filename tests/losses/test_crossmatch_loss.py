@@ -13,22 +13,22 @@ def _inputs(seed: int = 0, classes: int = 2) -> dict:
     def logits() -> torch.Tensor:
         return torch.randn(shape, generator=g)
 
-    return dict(
-        labeled_logits=logits(),
-        labels=torch.randint(0, classes, (2, 6, 6), generator=g),
-        strong1_logits=logits(),
-        strong2_logits=logits(),
-        weak_view_weak_fp_logits=logits(),
-        weak_view_strong_fp_logits=logits(),
-        strong2_weak_fp_logits=logits(),
-        strong2_strong_fp_logits=logits(),
-        teacher=PseudoLabel.from_logits(logits()),
-        teacher_mixed1=PseudoLabel.from_logits(logits()),
-        teacher_mixed2=PseudoLabel.from_logits(logits()),
-        weak_fp_mixed2=PseudoLabel.from_logits(logits()),
-        strong_fp_mixed2=PseudoLabel.from_logits(logits()),
-        threshold=0.6,
-    )
+    return {
+        "labeled_logits": logits(),
+        "labels": torch.randint(0, classes, (2, 6, 6), generator=g),
+        "strong1_logits": logits(),
+        "strong2_logits": logits(),
+        "weak_view_weak_fp_logits": logits(),
+        "weak_view_strong_fp_logits": logits(),
+        "strong2_weak_fp_logits": logits(),
+        "strong2_strong_fp_logits": logits(),
+        "teacher": PseudoLabel.from_logits(logits()),
+        "teacher_mixed1": PseudoLabel.from_logits(logits()),
+        "teacher_mixed2": PseudoLabel.from_logits(logits()),
+        "weak_fp_mixed2": PseudoLabel.from_logits(logits()),
+        "strong_fp_mixed2": PseudoLabel.from_logits(logits()),
+        "threshold": 0.6,
+    }
 
 
 def test_terms_match_hand_assembly_la_and_paper_weights():
@@ -47,7 +47,9 @@ def test_terms_match_hand_assembly_la_and_paper_weights():
         + d(x["strong2_weak_fp_logits"], x["teacher_mixed2"])
         + d(x["strong2_strong_fp_logits"], x["teacher_mixed2"])
     ) / 4
-    decoder = (d(x["strong2_weak_fp_logits"], x["weak_fp_mixed2"]) + d(x["strong2_strong_fp_logits"], x["strong_fp_mixed2"])) / 2
+    decoder = (
+        d(x["strong2_weak_fp_logits"], x["weak_fp_mixed2"]) + d(x["strong2_strong_fp_logits"], x["strong_fp_mixed2"])
+    ) / 2
     kd = 0.7 * teacher + 0.3 * decoder
 
     terms = CrossMatchLoss(dice, weighting="strong_distillation", eta=0.3)(**x)

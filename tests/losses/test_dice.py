@@ -92,10 +92,10 @@ def test_agrees_with_monai_dice_losses_configured_like_the_authors(classes, num_
     logits = 3 * torch.randn(3, num_classes, 12, 10, 6)
     labels = torch.randint(0, num_classes, (3, 12, 10, 6))
     valid = torch.rand(3, 12, 10, 6) > 0.4
-    options = dict(
-        include_background=classes is None, softmax=True, squared_pred=True, batch=True, smooth_nr=smooth,
-        smooth_dr=smooth,
-    )
+    options = {
+        "include_background": classes is None, "softmax": True, "squared_pred": True, "batch": True,
+        "smooth_nr": smooth, "smooth_dr": smooth,
+    }
     ours = MaskedDiceLoss(classes, smooth)
     unmasked = DiceLoss(to_onehot_y=True, **options)(logits, labels[:, None])
     torch.testing.assert_close(ours(logits, labels), unmasked, rtol=1e-5, atol=1e-6)

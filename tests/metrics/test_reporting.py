@@ -80,7 +80,7 @@ def test_write_metrics_csv_single_class_has_no_class_column(tmp_path: Path) -> N
     assert list(cases[0]) == ["case", "dice", "hd95"]
     summary = read_csv(files["summary"])
     assert {r["scope"] for r in summary} == {"all"}
-    assert float([r for r in summary if r["metric"] == "hd95"][0]["mean"]) == pytest.approx(2.5)
+    assert float(next(r for r in summary if r["metric"] == "hd95")["mean"]) == pytest.approx(2.5)
     assert json.loads(files["protocol"].read_text())["protocol"] == {}
     with pytest.raises(ValueError, match="no metric rows"):
         write_metrics_csv(tmp_path / "empty.csv", [])

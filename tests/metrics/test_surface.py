@@ -231,7 +231,7 @@ def test_case_metrics_list_input_multiclass_and_nan_mean() -> None:
     labels_pred[1, 7:9, 7:9] = 2
     pred, gt = one_hot(labels_pred, 3), one_hot(labels_gt, 3)
     metric = CaseMetrics(include_background=False, empty_policy="nan")
-    metric(y_pred=[p for p in pred], y=[g for g in gt])  # decollated channel-first lists
+    metric(y_pred=list(pred), y=list(gt))  # decollated channel-first lists
     details = metric.per_case()
     assert details["dice"].tolist() == [[1.0, 0.0], [1.0, 1.0]]
     assert math.isnan(float(details["hd95"][0, 1]))

@@ -261,7 +261,7 @@ def test_shape_mismatch_is_reported() -> None:
 def test_normalization_mismatch_is_reported() -> None:
     with pytest.raises(ValueError, match="normalization='none'"):
         convert_official_state_dict(_authors_vnet(nf=4).state_dict(), VNet(n_filters=4, normalization="none"))
-    with pytest.raises(ValueError, match="no normalization parameters.*normalization='batch'"):
+    with pytest.raises(ValueError, match=r"no normalization parameters.*normalization='batch'"):
         convert_official_state_dict(_authors_vnet(norm=False, nf=4).state_dict(), VNet(n_filters=4))
 
 
@@ -296,18 +296,18 @@ def test_load_official_checkpoint_non_strict(tmp_path: Path) -> None:
     del state["out_conv.bias"]
     path = tmp_path / "iter_100.pth"
     torch.save(state, path)
-    with pytest.raises(ValueError, match="iter_100.pth"):
+    with pytest.raises(ValueError, match=r"iter_100.pth"):
         load_official_checkpoint(path, VNet(n_filters=4))
     ours = load_official_checkpoint(path, VNet(n_filters=4), strict=False)
     torch.testing.assert_close(ours.out_conv.weight, reference.out_conv.weight, rtol=0, atol=0)
 
 
 def test_load_official_checkpoint_bad_files(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nothing.pth"):
+    with pytest.raises(FileNotFoundError, match=r"nothing.pth"):
         load_official_checkpoint(tmp_path / "nothing.pth", VNet(n_filters=4))
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="garbage.pth"):
+    with pytest.raises(ValueError, match=r"garbage.pth"):
         load_official_checkpoint(garbage, VNet(n_filters=4))
     not_a_state_dict = tmp_path / "list.pth"
     torch.save({"epoch": 3, "losses": [1.0]}, not_a_state_dict)

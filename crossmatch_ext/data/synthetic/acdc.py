@@ -595,7 +595,7 @@ def write_acdc_dataset(
         patient = _acdc_patient(rng, s_count, hw)
         name = f"patient{number:03d}"
         frame_numbers = (1, patient["es_frame"])
-        for k, (image, label, raw) in enumerate(patient["frames"]):
+        for k, (image, label, _) in enumerate(patient["frames"]):
             write_h5(out / "volumes" / f"{name}_frame{k + 1:02d}.h5", image, label)
             raw_names[f"{name}_frame{k + 1:02d}"] = f"{name}/{name}_frame{frame_numbers[k]:02d}"
         if nifti:
