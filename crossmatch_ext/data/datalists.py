@@ -12,6 +12,8 @@ Layouts (``layout="auto"`` detects them in this order):
   ``label`` are the labeled candidates, in file order; the first ``num_labeled`` are labeled (ACDC: all items of
   the first ``num_labeled_patients`` patients) and the remaining ones are used as unlabeled (their label dropped);
   ``training`` items without a label are unlabeled. ``validation`` items (optional) are the validation list.
+  For LA, ``"nifti"`` names the same layout for NIfTI images and also finds ``<dir>/nifti/datalist.json`` (the
+  synthetic generator's NIfTI copies); it is never detected, ``auto`` reports such a folder by its own layout.
 * ``"h5"``: the community HDF5 layout. LA: ``<dir>/<ID>/mri_norm2.h5``; ACDC: ``<dir>/volumes/<ID>.h5``, or
   ``<dir>/data/<ID>.h5`` (the CrossMatch repository's layout, whose ``data/slices/`` is ignored).
 * ``"studies"``: a MONAI Label studies folder (images, and final labels in ``labels/final/``): every study with a
@@ -61,7 +63,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-LA_LAYOUTS: tuple[str, ...] = ("auto", "h5", "nrrd", "json", "studies")
+LA_LAYOUTS: tuple[str, ...] = ("auto", "h5", "nrrd", "nifti", "json", "studies")
 ACDC_LAYOUTS: tuple[str, ...] = ("auto", "h5", "nifti", "json", "studies")
 
 LA_H5_NAME = "mri_norm2.h5"
@@ -341,9 +343,12 @@ def la_datalists(
         dataset_dir: the data folder (or a datalist JSON file).
         num_labeled: number of labeled cases: the first ``num_labeled`` of ``train.list`` (4, 8, 16 in the paper's
             5 %, 10 %, 20 % settings with the 80-case list).
-        layout: ``"auto"``, ``"h5"``, ``"nrrd"``, ``"json"`` or ``"studies"``.
+        layout: ``"auto"``, ``"h5"``, ``"nrrd"``, ``"nifti"``, ``"json"`` or ``"studies"``. ``"nifti"`` is the JSON
+            layout for NIfTI images: the datalist is ``dataset_dir`` itself (a ``.json`` file or a folder with
+            ``datalist.json``) or ``<dataset_dir>/nifti/datalist.json``, where the synthetic generator writes its
+            NIfTI copies.
         val_list: name of the validation list in ``dataset_dir`` (``"val.list"``, ``"test.list"``), or None.
-            Not used by the JSON layout (its ``validation`` section is).
+            Not used by the JSON layouts (their ``validation`` section is).
 
     Returns:
         ``{"labeled": [{"image", "label", "case"}], "unlabeled": [{"image", "case"}],
@@ -356,11 +361,15 @@ def la_datalists(
     _check_layout(layout, LA_LAYOUTS)
     path = _check_dir(dataset_dir)
     chosen = detect_la_layout(path) if layout == "auto" else layout
-    if chosen == "json":
+    if chosen in ("json", "nifti"):
         json_path = _resolve_json(path)
+        if json_path is None and chosen == "nifti" and path.is_dir():
+            json_path = _resolve_json(path / "nifti")
         if json_path is None:
+            also = f" or {path / 'nifti' / DATALIST_NAME}" if chosen == "nifti" else ""
             raise InputFileNotFoundError(
-                f"no datalist JSON at {path} (expected a .json file or {path / DATALIST_NAME})."
+                f"no datalist JSON at {path} (expected a .json file or {path / DATALIST_NAME}{also}); layout "
+                f"{chosen!r} reads the images a MONAI datalist lists."
             )
         lists = _json_lists(json_path, num_labeled, group=False)
         _log_summary("LA", chosen, json_path, lists)

@@ -11,6 +11,7 @@ instantiated, and every dataset or loader among them yields an item (so the tran
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,7 @@ def documented_options() -> dict[tuple[str, str, str], set[Any]]:
 
 
 OPTIONS = documented_options()
-KNOWN_FAILURES = {("la", "train.yaml", "data_layout", "nifti"): "the LA datalists do not know the nifti layout yet"}
+KNOWN_FAILURES: dict[tuple[str, str, str, Any], str] = {}  # (bundle, file, key, value): reason
 CASES = [
     pytest.param(*case, marks=pytest.mark.xfail(reason=KNOWN_FAILURES[case], strict=True))
     if case in KNOWN_FAILURES else case
@@ -188,14 +189,30 @@ def data(tmp_path_factory) -> dict[str, Path]:
                           nifti=True, nrrd=True)
     acdc = write_acdc_dataset(root / "acdc", num_train_patients=2, num_val_patients=1, labeled_patients=(1,),
                               seed=2, size=(48, 48), num_slices=(3, 4), nifti=True)
+    for images, labels in ((sorted((la / "nifti" / "imagesTr").glob("*.nii.gz")), la / "nifti" / "labelsTr"),
+                           (sorted((acdc / "raw").glob("*/*_frame??.nii.gz")), None)):
+        _studies_folder(images, labels, (la if labels is not None else acdc) / "studies")
     return {"la": la, "acdc": acdc}
+
+
+def _studies_folder(images: list[Path], labels: Path | None, studies: Path) -> None:
+    """A MONAI Label studies folder: every image, and final labels for the first three."""
+    (studies / "labels" / "final").mkdir(parents=True)
+    for k, image in enumerate(images):
+        shutil.copy(image, studies / image.name)
+        if k < 3:
+            label = labels / image.name if labels is not None else image.with_name(image.name[:-7] + "_gt.nii.gz")
+            shutil.copy(label, studies / "labels" / "final" / image.name)
 
 
 def _dataset_dir(bundle: str, name: str, overrides: dict[str, Any], root: Path) -> Path:
     if name == "inference.yaml":
         return root / "nifti" / "imagesTr" if bundle == "la" else root / "raw"
     layout = overrides.get("data_layout", "auto")
-    folders = {"la": {"nrrd": "raw", "json": "nifti", "nifti": "nifti"}, "acdc": {"nifti": "raw", "json": "raw"}}
+    folders = {
+        "la": {"nrrd": "raw", "json": "nifti", "nifti": "nifti", "studies": "studies"},
+        "acdc": {"nifti": "raw", "json": "raw", "studies": "studies"},
+    }
     return root / folders[bundle].get(layout, "")
 
 

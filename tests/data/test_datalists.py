@@ -291,3 +291,23 @@ def test_real_lists_reproduce_the_community_label_lists() -> None:
         assert sorted(ids(lists["labeled"])) == sorted(read_id_list(root / "acdc" / f"train_{n}_label.list"))
         assert sorted(ids(lists["labeled"]) + ids(lists["unlabeled"])) == sorted(acdc_train)
         assert len(lists["validation"]) == 20
+
+
+def test_la_nifti_layout_reads_the_datalist_of_nifti_images(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    nifti = root / "nifti"
+    for case in ("A", "B", "C"):
+        write_nifti(nifti / "imagesTr" / f"{case}.nii.gz")
+        write_nifti(nifti / "labelsTr" / f"{case}.nii.gz")
+    datalist = {
+        "training": [{"image": f"imagesTr/{c}.nii.gz", "label": f"labelsTr/{c}.nii.gz"} for c in ("A", "B")],
+        "validation": [{"image": "imagesTr/C.nii.gz", "label": "labelsTr/C.nii.gz"}],
+    }
+    (nifti / "datalist.json").write_text(json.dumps(datalist))
+    for folder in (root, nifti, nifti / "datalist.json"):  # the generator's output folder, its nifti/, the JSON
+        lists = la_datalists(folder, 1, layout="nifti")
+        assert [i["case"] for i in lists["labeled"]] == ["A"]
+        assert [i["case"] for i in lists["unlabeled"]] == ["B"] and "label" not in lists["unlabeled"][0]
+        assert [i["case"] for i in lists["validation"]] == ["C"]
+    with pytest.raises(FileNotFoundError, match=r"nifti[/\\]datalist\.json"):
+        la_datalists(tmp_path / "data" / "nifti" / "imagesTr", 1, layout="nifti")
