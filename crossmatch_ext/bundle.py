@@ -1,9 +1,10 @@
 """Helpers for the bundle configs: the training wiring every CrossMatch bundle shares, defined once.
 
 A MONAI config cannot include another file, so the blocks that would otherwise be copied into each bundle's
-``train.yaml`` (autocast type, log handlers, validation handlers, the run sequence) are built here and called from
-the configs; each bundle keeps only the config ids MONAI's bundle properties and MONAI Label address
-(``train::trainer``, ``train::handlers``, ``validate::evaluator``, ...).
+``train.yaml`` (trainer, handlers, training loader, evaluator, checkpoints, the run sequence, the distributed set-up)
+are built here (:mod:`crossmatch_ext.wiring`, re-exported) and named by the configs; each bundle keeps only the
+config ids MONAI's bundle properties and MONAI Label address (``train::trainer``, ``train::handlers``,
+``validate::evaluator``, ...).
 
 It also holds the checks a training run makes before it starts (:func:`check_training_run`), and importing it (every
 bundle config does) installs :func:`crossmatch_ext.errors.install_error_hook`, so that a mistake in the user's input
@@ -22,7 +23,6 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import monai
@@ -42,23 +42,61 @@ import crossmatch_ext.transforms  # noqa: F401
 from crossmatch_ext.engines import TrainingLog, TrainingProgressBar, loss_terms
 from crossmatch_ext.engines.checkpoints import AtomicCheckpointSaver
 from crossmatch_ext.errors import InputError, SettingError, install_error_hook
+from crossmatch_ext.wiring import (
+    TRAINER_SETTINGS,
+    ConfigIds,
+    EvaluationHandlers,
+    TrainingHandlers,
+    checkpoint_handlers,
+    crossmatch_trainer,
+    distributed_network,
+    distributed_train_network,
+    end_distributed,
+    find_config_parser,
+    inference_evaluator,
+    init_distributed,
+    one_hot_postprocessing,
+    process_device,
+    process_rank,
+    train_loader,
+    validation_evaluator,
+    validation_loader,
+)
 
 __all__ = [
     "BUNDLE_CHECKS",
+    "EvaluationHandlers",
     "SETTING_CHOICES",
     "SETTING_KINDS",
+    "TRAINER_SETTINGS",
+    "ConfigIds",
+    "TrainingHandlers",
     "TrainingMonitors",
     "ValidationMonitors",
     "autocast_kwargs",
     "check_setting",
     "check_training_run",
+    "checkpoint_handlers",
+    "crossmatch_trainer",
+    "distributed_network",
+    "distributed_train_network",
     "effective_settings",
+    "end_distributed",
     "every",
     "find_bundle_root",
     "find_config_parser",
+    "inference_evaluator",
+    "init_distributed",
+    "one_hot_postprocessing",
     "prepare_run",
+    "prepare_training",
+    "process_device",
+    "process_rank",
     "run_training",
+    "train_loader",
+    "validation_evaluator",
     "validation_handlers",
+    "validation_loader",
 ]
 
 logger = logging.getLogger(__name__)
@@ -200,9 +238,47 @@ def prepare_run(seed: int, output_dir: str | os.PathLike) -> None:
     _writable_dir("output_dir", output_dir)
 
 
-def run_training(trainer: Any, checkpoint_handlers: Sequence[Any]) -> None:
+def prepare_training(bundle: str, distributed: bool = False, parser: Any = None) -> dict[str, Any]:
+    """The ``initialize`` step of a training run: with ``distributed``, join the ``torchrun`` process group on the
+    config's ``device`` (:func:`~crossmatch_ext.wiring.init_distributed`); then :func:`prepare_run` with the config's
+    ``seed`` (plus the process's rank, so that each process draws its own augmentations) and ``output_dir``, and
+    :func:`check_training_run`.
+
+    Args:
+        bundle: the bundle's name, recorded in ``run_settings.json``.
+        distributed: join the process group first (``multi_gpu_train.yaml``).
+        parser: the config parser (default: the one evaluating the config).
+
+    Returns:
+        The effective settings.
+    """
+    ids = ConfigIds(parser, "crossmatch_ext.bundle.prepare_training")
+    if distributed:
+        init_distributed(ids.get("device"))
+    seed = ids.get("seed", 0)
+    check_setting("seed", seed)
+    prepare_run(int(seed) + process_rank(), ids.get("output_dir"))
+    return check_training_run(bundle, ids.parser)
+
+
+def run_training(trainer: Any = None, checkpoint_handlers: Sequence[Any] | None = None, parser: Any = None) -> None:
     """The ``run`` step of training: attach the checkpoint handlers (outside ``train::handlers`` as they refer to
-    the trainer itself) and run the trainer."""
+    the trainer itself) and run the trainer.
+
+    Args:
+        trainer: the trainer (default: the config's ``train::trainer``).
+        checkpoint_handlers: default: :func:`~crossmatch_ext.wiring.checkpoint_handlers` of the config.
+        parser: the config parser (default: the one evaluating the config).
+    """
+    if trainer is None or checkpoint_handlers is None:
+        ids = ConfigIds(parser, "crossmatch_ext.bundle.run_training")
+        trainer = ids.get("train::trainer") if trainer is None else trainer
+        if checkpoint_handlers is None:
+            checkpoint_handlers = ids.get("train::checkpoint_handlers", None)
+        if checkpoint_handlers is None:
+            from crossmatch_ext.wiring import checkpoint_handlers as build_checkpoint_handlers
+
+            checkpoint_handlers = build_checkpoint_handlers(ids.parser, trainer=trainer)
     for handler in checkpoint_handlers:
         handler.attach(trainer)
     trainer.run()
@@ -317,26 +393,6 @@ def check_setting(key: str, value: Any, kind: str | None = None) -> None:
         raise SettingError(f"config key {key!r} must be >= 0, got {value!r}.")
 
 
-def find_config_parser() -> Any:
-    """The MONAI ``ConfigParser`` evaluating the current config expression (searched up the call stack).
-
-    Returns:
-        The parser, or None when not called from a config being evaluated.
-    """
-    from monai.bundle import ConfigParser
-
-    frame: FrameType | None = sys._getframe(1)
-    while frame is not None:
-        candidate = frame.f_locals.get("self")
-        if isinstance(candidate, ConfigParser):
-            return candidate
-        parser = getattr(candidate, "parser", None)
-        if isinstance(parser, ConfigParser):
-            return parser
-        frame = frame.f_back
-    return None
-
-
 def _json_value(value: Any) -> Any:
     if isinstance(value, (bool, int, float, str)) or value is None:
         return value
@@ -391,6 +447,9 @@ def effective_settings(parser: Any) -> dict[str, Any]:
             settings[key] = _json_value(parser.get_parsed_content(key))
         elif _plain(raw) or (isinstance(raw, list) and all(_plain(v) for v in raw)):
             settings[key] = raw
+    if "train" in parser.get():  # the step's settings a training config need not declare, at their defaults
+        for key, (default, _) in TRAINER_SETTINGS.items():
+            settings.setdefault(key, default)
     return settings
 
 

@@ -22,6 +22,7 @@ import yaml
 from monai.bundle import ConfigParser
 
 from crossmatch_ext.data import write_acdc_dataset, write_la_dataset
+from crossmatch_ext.wiring import CONFIG_READS, TRAINER_SETTINGS
 
 from bundle_helpers import REPO_ROOT
 
@@ -66,9 +67,12 @@ def _choices(comment: str) -> list[str]:
 
 
 def _defaults(bundle: str) -> dict[str, dict[str, Any]]:
-    return {
+    defaults = {
         name: yaml.safe_load((BUNDLES[bundle] / "configs" / name).read_text()) or {} for name in MERGED_AFTER
     }
+    # the step's settings every bundle accepts without declaring them
+    defaults["train.yaml"] = {**{k: d for k, (d, _) in TRAINER_SETTINGS.items()}, **defaults["train.yaml"]}
+    return defaults
 
 
 def documented_options() -> dict[tuple[str, str, str], set[Any]]:
@@ -76,6 +80,8 @@ def documented_options() -> dict[tuple[str, str, str], set[Any]]:
     options: dict[tuple[str, str, str], set[Any]] = {}
     for bundle, root in BUNDLES.items():
         defaults = _defaults(bundle)
+        for key, (_, values) in TRAINER_SETTINGS.items():
+            options[(bundle, "train.yaml", key)] = set(values)
         for name in MERGED_AFTER:
             for line in (root / "configs" / name).read_text().splitlines():
                 for match in _CLI_CHOICES.finditer(line.partition("#")[2]):
@@ -169,6 +175,9 @@ def _dependents(config: dict[str, Any], key: str) -> list[str]:
     """Config ids whose value depends on ``key`` (directly or through other items), components and expressions."""
     leaves = dict(_leaves(config))
     references = {path: _references(v) for path, v in leaves.items() if isinstance(v, str)}
+    for path, value in leaves.items():  # a builder entry depends on the ids the builder reads from the config
+        if isinstance(value, dict) and value.get("_target_") in CONFIG_READS:
+            references[path] = {r.replace("::", "#") for r in CONFIG_READS[value["_target_"]]}
     tainted = {key}
     changed = True
     while changed:

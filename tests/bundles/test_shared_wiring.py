@@ -11,7 +11,8 @@ from ignite.engine import Engine
 from monai.bundle import ConfigParser
 from monai.handlers import StatsHandler
 
-from crossmatch_ext.bundle import TrainingMonitors, autocast_kwargs, every
+from crossmatch_ext.bundle import TrainingHandlers, TrainingMonitors, autocast_kwargs, every
+from crossmatch_ext.data import write_acdc_dataset, write_la_dataset
 from crossmatch_ext.engines import CrossMatchTrainer
 from crossmatch_ext.losses import CrossMatchLoss, MaskedDiceLoss
 from crossmatch_ext.networks import FeaturePerturbation, FeaturePerturbedNetwork, UNet
@@ -51,22 +52,42 @@ def _stats_lines(logs: TrainingMonitors, iterations: int) -> int:
     return sum("loss_kd" in message for message in records.messages)
 
 
-@pytest.mark.parametrize("bundle", BUNDLES)
-def test_console_logs_every_log_interval_iterations(bundle: str, tmp_path: Path):
-    # the in-training evaluator (which needs data) is not part of what is checked here
-    handlers = _parsed(
-        bundle, "train::handlers::2", tmp_path, log_interval=3, **{"train::handlers::2::validator": None}
-    )
-    assert isinstance(handlers, TrainingMonitors)
-    assert _stats_lines(handlers, 9) == 3  # iterations 3, 6, 9; never one line per iteration
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("wiring")
+    return {
+        "crossmatch_la": write_la_dataset(root / "la", num_train=4, num_val=1, num_labeled=(2,), seed=1,
+                                          shape=(36, 36, 20)),
+        "crossmatch_acdc": write_acdc_dataset(root / "acdc", num_train_patients=2, num_val_patients=1,
+                                              labeled_patients=(1,), seed=2, size=(48, 48), num_slices=(3, 4)),
+    }
+
+
+SMALL = {
+    "crossmatch_la": {"patch_size": [32, 32, 16], "eval_strides": [16, 16, 8], "num_labeled": 2},
+    "crossmatch_acdc": {"image_size": [32, 32], "num_labeled_patients": 1},
+}
+
+
+def _small(bundle: str, datasets: dict[str, Path], **override) -> dict:
+    return {"dataset_dir": str(datasets[bundle]), "num_workers": 0, "cache_rate": 0.0, "batch_size": 2,
+            "device": "$torch.device('cpu')", **SMALL[bundle], **override}
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)
-def test_training_and_validation_autocast_to_the_same_type(bundle: str, tmp_path: Path):
+def test_console_logs_every_log_interval_iterations(bundle: str, tmp_path: Path, datasets):
+    (handlers,) = _parsed(bundle, "train::handlers", tmp_path, **_small(bundle, datasets, log_interval=3))
+    assert isinstance(handlers, TrainingHandlers)
+    assert isinstance(handlers.monitors, TrainingMonitors)
+    assert _stats_lines(handlers.monitors, 9) == 3  # iterations 3, 6, 9; never one line per iteration
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_training_and_validation_autocast_to_the_same_type(bundle: str, tmp_path: Path, datasets):
     for amp_dtype, dtype in (("bfloat16", torch.bfloat16), ("float16", torch.float16)):
-        trainer = _parsed(bundle, "train::trainer::amp_kwargs", tmp_path, amp_dtype=amp_dtype)
-        evaluator = _parsed(bundle, "validate::evaluator::amp_kwargs", tmp_path, amp_dtype=amp_dtype)
-        assert trainer == evaluator == {"dtype": dtype}
+        trainer = _parsed(bundle, "train::trainer", tmp_path, **_small(bundle, datasets, amp_dtype=amp_dtype))
+        evaluator = _parsed(bundle, "validate::evaluator", tmp_path, **_small(bundle, datasets, amp_dtype=amp_dtype))
+        assert trainer.amp_kwargs == evaluator.amp_kwargs == {"dtype": dtype}
 
 
 def test_every_filters_iterations():
