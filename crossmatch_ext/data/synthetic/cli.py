@@ -31,13 +31,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Write LA-like 3D volumes: <out>/<CASE_ID>/mri_norm2.h5, train.list, val.list, "
         "train_<N>_label.list; --nifti adds <out>/nifti, --nrrd adds the raw challenge layout <out>/raw.",
     )
-    la.add_argument("--out", required=True, type=Path, help="output folder")
-    la.add_argument("--num-train", type=int, default=16, help="training cases (default: 16)")
-    la.add_argument("--num-val", type=int, default=4, help="validation cases (default: 4)")
+    _add_counts(la, train=("training cases", 16), val=("validation cases", 4))
     la.add_argument(
         "--num-labeled", type=int, nargs="+", default=[4, 8], metavar="N", help="labeled counts N (default: 4 8)"
     )
-    la.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
     la.add_argument(
         "--shape", type=int, nargs=3, default=[112, 112, 80], metavar=("X", "Y", "Z"),
         help="volume size, slice axis last (default: 112 112 80)",
@@ -57,14 +54,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Write ACDC-like short-axis stacks: <out>/volumes/patientNNN_frame0{1,2}.h5, train.list, "
         "val.list, train_<N>_label.list; --nifti adds the raw challenge layout <out>/raw.",
     )
-    acdc.add_argument("--out", required=True, type=Path, help="output folder")
-    acdc.add_argument("--num-train", type=int, default=14, help="training patients, two volumes each (default: 14)")
-    acdc.add_argument("--num-val", type=int, default=4, help="validation patients (default: 4)")
+    _add_counts(acdc, train=("training patients, two volumes each", 14), val=("validation patients", 4))
     acdc.add_argument(
         "--num-labeled", "--labeled-patients", type=int, nargs="+", default=[1, 3], metavar="N",
         help="labeled patient counts N (default: 1 3)",
     )
-    acdc.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
     acdc.add_argument(
         "--shape", "--size", type=int, nargs=2, default=[192, 192], metavar=("H", "W"),
         help="slice size (default: 192 192)",
@@ -80,6 +74,14 @@ def _parser() -> argparse.ArgumentParser:
     acdc.add_argument("--nifti", action=argparse.BooleanOptionalAction, default=True,
                       help="also write the raw NIfTI layout and MONAI datalists (default: on)")
     return parser
+
+
+def _add_counts(parser: argparse.ArgumentParser, train: tuple[str, int], val: tuple[str, int]) -> None:
+    """The arguments every dataset takes: output folder, training and validation counts, seed."""
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--num-train", type=int, default=train[1], help=f"{train[0]} (default: {train[1]})")
+    parser.add_argument("--num-val", type=int, default=val[1], help=f"{val[0]} (default: {val[1]})")
+    parser.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
