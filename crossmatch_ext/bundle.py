@@ -109,9 +109,11 @@ _AUTOCAST_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 def find_bundle_root(name: str) -> str:
     """The directory of bundle ``name`` for a config that does not set ``bundle_root``.
 
-    Looks, in order, at the working directory (when it is the bundle itself), at ``bundles/<name>`` under the
-    working directory (commands run from the repository root), and at the bundle next to this package in a source
-    checkout. Falls back to the working directory, the model-zoo convention.
+    Looks, in order, at the folder of the config files being run (``<bundle>/configs/*.yaml`` under MONAI's
+    ``ConfigWorkflow``, i.e. ``python -m monai.bundle run``, wherever the bundle lies), at the working directory
+    (when it is the bundle itself), at ``bundles/<name>`` under the working directory (commands run from the
+    repository root), and at the bundle next to this package in a source checkout. Falls back to the working
+    directory, the model-zoo convention.
 
     Args:
         name: the bundle's directory name, e.g. ``"crossmatch_la"``.
@@ -121,6 +123,13 @@ def find_bundle_root(name: str) -> str:
     """
     cwd = Path.cwd()
     candidates = [cwd, cwd / "bundles" / name, Path(__file__).resolve().parent.parent / "bundles" / name]
+    frame: Any = sys._getframe(1)
+    while frame is not None:  # the ConfigWorkflow running the config knows where its files are
+        config_root = getattr(frame.f_locals.get("self"), "config_root_path", None)
+        if isinstance(config_root, Path) and config_root.name == "configs":
+            candidates.insert(0, config_root.resolve().parent)
+            break
+        frame = frame.f_back
     for candidate in candidates:
         if (candidate / "configs" / "metadata.json").is_file() and (candidate.name == name or candidate != cwd):
             return os.fspath(candidate)
