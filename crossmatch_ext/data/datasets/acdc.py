@@ -28,16 +28,15 @@ from pathlib import Path
 
 from monai.config import PathLike
 
-from ...errors import InputFileNotFoundError, InputValueError
+from ...errors import InputFileNotFoundError
 from .common import (
     DATALIST_NAME,
     Datalists,
     Item,
-    check_dataset_dir,
     check_folder,
-    check_layout,
-    detect_shared_layout,
+    detect_layout_in,
     file_layout_datalists,
+    requested_layout,
     shared_layout_datalists,
 )
 
@@ -85,41 +84,27 @@ def _nifti_cases(root: Path) -> dict[str, tuple[Path, Path]]:
 
 
 def detect_layout(dataset_dir: PathLike) -> str:
-    """Detect the ACDC layout of ``dataset_dir`` (``"json"``, ``"studies"``, ``"h5"`` or ``"nifti"``).
-
-    Args:
-        dataset_dir: a datalist JSON file, or a folder.
-
-    Returns:
-        The layout name.
-
-    Raises:
-        FileNotFoundError: when the path does not exist.
-        ValueError: when no known layout is found.
+    """Detect the ACDC layout of ``dataset_dir``: ``"json"``, ``"studies"``, ``"h5"`` or ``"nifti"``
+    (:func:`~crossmatch_ext.data.datasets.common.detect_layout_in`; errors name the path and what was expected).
     """
-    path = check_dataset_dir(dataset_dir)
-    shared = detect_shared_layout(path)
-    if shared is not None:
-        return shared
-    if path.is_dir():
-        if _volume_dir(path) is not None:
-            return "h5"
-        if any(path.glob("*/*_frame[0-9][0-9].nii.gz")):
-            return "nifti"
-    raise InputValueError(
-        f"dataset_dir {path}: no ACDC data layout found: expected a datalist JSON ({DATALIST_NAME}), HDF5 volumes in "
-        "volumes/ or data/, or patient folders with patientNNN_frameMM.nii.gz + _gt.nii.gz (challenge layout). "
-        "Point --dataset_dir at such a folder."
+    return detect_layout_in(
+        dataset_dir,
+        [("h5", lambda path: _volume_dir(path) is not None),
+         ("nifti", lambda path: any(path.glob("*/*_frame[0-9][0-9].nii.gz")))],
+        f"no ACDC data layout found: expected a datalist JSON ({DATALIST_NAME}), HDF5 volumes in volumes/ or data/, "
+        "or patient folders with patientNNN_frameMM.nii.gz + _gt.nii.gz (challenge layout). Point --dataset_dir at "
+        "such a folder.",
     )
 
 
 def datalists(
     dataset_dir: PathLike, num_labeled: int, *, layout: str = "auto", val_list: str | None = "val.list"
 ) -> Datalists:
-    """Build the ACDC labeled / unlabeled / validation lists of volumes (see the module docstring).
+    """Build the ACDC labeled / unlabeled / validation lists of volumes (see the module docstring); the labeled
+    volumes are those of whole patients.
 
     Args:
-        dataset_dir: the data folder (or a datalist JSON file).
+        dataset_dir: the data folder, or a datalist JSON file.
         num_labeled: number of labeled patients (the bundle's ``num_labeled_patients``): all volumes (both frames)
             of the first ``num_labeled`` distinct patients in ``train.list`` order (1, 3, 7 in the paper's
             settings). Without ``train.list`` the patients are sorted.
@@ -135,9 +120,7 @@ def datalists(
         FileNotFoundError: when the folder, a list or a referenced file is missing (the message names the list).
         ValueError: for an unknown layout, or ``num_labeled`` outside ``1 .. number of patients``.
     """
-    check_layout(layout, ("auto", *LAYOUTS))
-    path = check_dataset_dir(dataset_dir)
-    chosen = detect_layout(path) if layout == "auto" else layout
+    path, chosen = requested_layout(dataset_dir, layout, LAYOUTS, detect_layout)
     if chosen in ("json", "studies"):
         return shared_layout_datalists("ACDC", path, chosen, num_labeled, group_by=_item_patient)
     check_folder(path, chosen)

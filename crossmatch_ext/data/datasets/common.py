@@ -42,6 +42,7 @@ __all__ = [
     "check_folder",
     "check_labeled_count",
     "check_layout",
+    "detect_layout_in",
     "detect_shared_layout",
     "file_layout_datalists",
     "find_datalist_json",
@@ -50,6 +51,7 @@ __all__ = [
     "log_summary",
     "read_id_list",
     "read_json_datalist",
+    "requested_layout",
     "require_file",
     "select_labeled",
     "shared_layout_datalists",
@@ -214,6 +216,57 @@ def detect_shared_layout(path: Path) -> str | None:
     if is_studies_folder(path):
         return "studies"
     return None
+
+
+def detect_layout_in(
+    dataset_dir: PathLike, detectors: Sequence[tuple[str, Callable[[Path], bool]]], not_found: str
+) -> str:
+    """Detect the layout of ``dataset_dir``: a shared layout (:func:`detect_shared_layout`), else the first of a
+    dataset's own layouts whose test accepts the folder.
+
+    Args:
+        dataset_dir: a datalist JSON file, or a folder.
+        detectors: ``(layout, test of the folder)`` pairs, tried in order.
+        not_found: the message when no layout matches (after ``"dataset_dir <path>: "``): what was expected.
+
+    Returns:
+        The layout name.
+
+    Raises:
+        FileNotFoundError: when the path does not exist.
+        ValueError: when no layout matches.
+    """
+    path = check_dataset_dir(dataset_dir)
+    shared = detect_shared_layout(path)
+    if shared is not None:
+        return shared
+    if path.is_dir():
+        for layout, test in detectors:
+            if test(path):
+                return layout
+    raise InputValueError(f"dataset_dir {path}: {not_found}")
+
+
+def requested_layout(
+    dataset_dir: PathLike, layout: str, layouts: Sequence[str], detect: Callable[[Path], str]
+) -> tuple[Path, str]:
+    """Check ``dataset_dir`` and ``layout`` (``"auto"`` or one of ``layouts``) and resolve ``"auto"``.
+
+    Args:
+        dataset_dir: the data folder (or a datalist JSON file).
+        layout: the ``data_layout`` setting.
+        layouts: the dataset module's ``LAYOUTS``.
+        detect: the dataset module's ``detect_layout``.
+
+    Returns:
+        ``(checked dataset_dir, layout to read)``.
+
+    Raises:
+        ValueError, FileNotFoundError: see :func:`check_layout` and :func:`check_dataset_dir`.
+    """
+    check_layout(layout, ("auto", *layouts))
+    path = check_dataset_dir(dataset_dir)
+    return path, detect(path) if layout == "auto" else layout
 
 
 def require_file(path: Path, case: str, referenced_by: str) -> str:

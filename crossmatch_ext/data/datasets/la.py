@@ -29,16 +29,14 @@ from pathlib import Path
 
 from monai.config import PathLike
 
-from ...errors import InputValueError
 from .common import (
     DATALIST_NAME,
     Datalists,
-    check_dataset_dir,
     check_folder,
-    check_layout,
-    detect_shared_layout,
+    detect_layout_in,
     file_layout_datalists,
     json_layout_datalists,
+    requested_layout,
     shared_layout_datalists,
 )
 
@@ -55,31 +53,15 @@ LABEL_NAME = "laendo.nrrd"
 
 
 def detect_layout(dataset_dir: PathLike) -> str:
-    """Detect the LA layout of ``dataset_dir`` (``"json"``, ``"studies"``, ``"h5"`` or ``"nrrd"``).
-
-    Args:
-        dataset_dir: a datalist JSON file, or a folder.
-
-    Returns:
-        The layout name.
-
-    Raises:
-        FileNotFoundError: when the path does not exist.
-        ValueError: when no known layout is found.
+    """Detect the LA layout of ``dataset_dir``: ``"json"``, ``"studies"``, ``"h5"`` or ``"nrrd"``
+    (:func:`~crossmatch_ext.data.datasets.common.detect_layout_in`; errors name the path and what was expected).
     """
-    path = check_dataset_dir(dataset_dir)
-    shared = detect_shared_layout(path)
-    if shared is not None:
-        return shared
-    if path.is_dir():
-        if any(path.glob(f"*/{H5_NAME}")):
-            return "h5"
-        if any(path.glob(f"*/{IMAGE_NAME}")):
-            return "nrrd"
-    raise InputValueError(
-        f"dataset_dir {path}: no LA data layout found: expected a datalist JSON ({DATALIST_NAME}), case folders with "
-        f"{H5_NAME} (HDF5 layout), or case folders with {IMAGE_NAME} + {LABEL_NAME} (challenge layout). "
-        "Point --dataset_dir at such a folder."
+    return detect_layout_in(
+        dataset_dir,
+        [("h5", lambda path: any(path.glob(f"*/{H5_NAME}"))), ("nrrd", lambda path: any(path.glob(f"*/{IMAGE_NAME}")))],
+        f"no LA data layout found: expected a datalist JSON ({DATALIST_NAME}), case folders with {H5_NAME} (HDF5 "
+        f"layout), or case folders with {IMAGE_NAME} + {LABEL_NAME} (challenge layout). Point --dataset_dir at such a "
+        "folder.",
     )
 
 
@@ -107,9 +89,7 @@ def datalists(
         FileNotFoundError: when the folder, a list or a referenced file is missing (the message names the list).
         ValueError: for an unknown layout, or ``num_labeled`` outside ``1 .. number of training cases``.
     """
-    check_layout(layout, ("auto", *LAYOUTS))
-    path = check_dataset_dir(dataset_dir)
-    chosen = detect_layout(path) if layout == "auto" else layout
+    path, chosen = requested_layout(dataset_dir, layout, LAYOUTS, detect_layout)
     if chosen == "nifti":
         return json_layout_datalists("LA", path, num_labeled, layout="nifti", subfolders=("nifti",))
     if chosen in ("json", "studies"):
