@@ -18,7 +18,14 @@ from .datalists import (
 )
 from .datasets import dataset_datalists, load_dataset_module, raw_label_map, resolve_layout
 from .folders import INFERENCE_PATTERNS, image_folder_datalist
-from .loading import LA_RAW_LABEL_MAP, LAYOUTS, CheckChannelCountd, MapLabelValuesStrictd, load_transforms
+from .loading import (
+    LA_RAW_LABEL_MAP,
+    LAYOUTS,
+    CheckChannelCountd,
+    MapLabelValuesStrictd,
+    intensity_transforms,
+    load_transforms,
+)
 from .readers import H5Reader, hide_reader_fallback_notices, list_h5_datasets
 from .slices import HDF5_SUFFIXES, ReorderHDF5Stackd, VolumeSliceDataset, is_hdf5_source
 from .studies import STUDY_SUFFIXES, is_studies_folder, monailabel_studies, studies_datalists
@@ -54,6 +61,7 @@ __all__ = [
     "detect_la_layout",
     "hide_reader_fallback_notices",
     "image_folder_datalist",
+    "intensity_transforms",
     "is_hdf5_source",
     "is_studies_folder",
     "la_datalists",

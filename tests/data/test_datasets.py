@@ -201,3 +201,21 @@ def test_select_labeled_by_case_and_by_group() -> None:
     with pytest.raises(ValueError, match=r"labeled patients must be between 1 and 3 \(the patients in x\), got 4: set "
                                          r"--num_labeled_patients"):
         common.select_labeled(groups, 4, "patients", "x")
+
+
+def test_a_bundle_config_reads_its_own_dataset_module(tmp_path: Path) -> None:
+    """The bundle config with ``--dataset_module scripts.dataset``: the lists and the layout come from the bundle's
+    module while the config is parsed, before MONAI puts the bundle root on ``sys.path`` for ``run``."""
+    from monai.bundle import ConfigWorkflow
+
+    configs = Path(__file__).resolve().parents[2] / "bundles" / "crossmatch_la" / "configs"
+    bundle = write_bundle(tmp_path / "bundle")
+    data = ct_dir(tmp_path / "data")
+    workflow = ConfigWorkflow(config_file=str(configs / "train.yaml"), meta_file=str(configs / "metadata.json"),
+                              logging_file=False, workflow_type="train", bundle_root=str(bundle),
+                              dataset_dir=str(data), dataset_module="scripts.dataset", num_labeled=2)
+    workflow.parser.parse(reset=True)
+    assert str(bundle) not in sys.path
+    assert workflow.parser.get_parsed_content("resolved_layout") == "ct"
+    lists = workflow.parser.get_parsed_content("datalists")
+    assert ids(lists["labeled"]) == ["ct0", "ct1"] and ids(lists["validation"]) == ["ct3"]

@@ -88,14 +88,14 @@ def _import_file(file: Path) -> ModuleType:
 
 
 def _import_dotted(name: str, bundle_root: Path | None) -> ModuleType:
+    parts = name.split(".")
     if bundle_root is None:
         return importlib.import_module(name)
-    if str(bundle_root) not in sys.path:
-        sys.path.insert(1, str(bundle_root))  # where MONAI's ConfigWorkflow.run puts it, before the run starts
-    parts = name.split(".")
     local = bundle_root.joinpath(*parts)
     if not (local.with_suffix(".py").is_file() or (local / "__init__.py").is_file()):
         return importlib.import_module(name)
+    if str(bundle_root) not in sys.path:
+        sys.path.insert(1, str(bundle_root))  # where MONAI's ConfigWorkflow.run puts it, before the run starts
     module = sys.modules.get(name)
     if module is not None and _under(getattr(module, "__file__", None), bundle_root):
         return module
@@ -118,9 +118,9 @@ def load_dataset_module(name: DatasetModule, bundle_root: PathLike | None = None
     Args:
         name: a dotted module path (``"crossmatch_ext.data.datasets.la"``, ``"scripts.dataset"``), a path to a
             ``.py`` file (relative paths are tried in the current folder, then in ``bundle_root``), or a module.
-        bundle_root: the bundle's folder: put on ``sys.path`` (as MONAI does when a bundle runs) so that a module of
-            the bundle can be named by its dotted path; a module of that name in the bundle is preferred to one
-            imported from elsewhere.
+        bundle_root: the bundle's folder. When it holds the named module, the folder is put on ``sys.path`` (as
+            MONAI does when a bundle runs, but already while the config is parsed) and that module is imported, also
+            when a module of the same name was imported from elsewhere (another bundle's ``scripts.dataset``).
 
     Returns:
         The module.
