@@ -64,7 +64,6 @@ from crossmatch_ext.wiring import (
 )
 
 __all__ = [
-    "BUNDLE_CHECKS",
     "EvaluationHandlers",
     "SETTING_CHOICES",
     "SETTING_KINDS",
@@ -316,6 +315,7 @@ SETTING_KINDS: dict[str, str] = {
     "dataset_dir": _TEXT, "mode": _TEXT, "teacher_mode": _TEXT, "data_layout": _TEXT, "eval_protocol": _TEXT,
     "threshold_schedule": _TEXT, "loss_weighting": _TEXT, "perturbation_type": _TEXT, "perturbation_levels": _TEXT,
     "amp_dtype": _TEXT, "training_resize": _TEXT, "strong_blur": _TEXT, "strong_gamma": _TEXT, "teacher_batch": _TEXT,
+    "dataset_module": _TEXT,
 }
 
 #: Settings with a fixed set of values.
@@ -327,12 +327,6 @@ SETTING_CHOICES: dict[str, tuple[str, ...]] = {
     "strong_blur": ("isotropic", "per_axis"),
     "strong_gamma": ("signed", "rescaled"),
     "teacher_batch": ("labeled_and_mix", "mix"),
-}
-
-#: Per-bundle facts used by :func:`check_training_run`.
-BUNDLE_CHECKS: dict[str, dict[str, Any]] = {
-    "crossmatch_la": {"patch_key": "patch_size", "raw_label_maps": {"nrrd": {0: 0, 255: 1}}},
-    "crossmatch_acdc": {"patch_key": None, "raw_label_maps": {}},
 }
 
 
@@ -468,11 +462,13 @@ def check_training_run(bundle: str, parser: Any = None, min_free_bytes: int | No
     1. every setting of :data:`SETTING_KINDS` present in the config has the right type (``--amp false`` is
        rejected: MONAI's command line passes it as the text ``'false'``);
     2. ``ckpt_dir`` and ``output_dir`` can be created and written, and the disk has room for the checkpoints;
-    3. the data lists are built and every file is checked (:func:`crossmatch_ext.data.validate_datalists`);
+    3. the data lists are built and every file is checked (:func:`crossmatch_ext.data.validate_datalists`): raw
+       label values against the ``RAW_LABEL_MAPS`` of the config's ``dataset_module`` for the ``resolved_layout``,
+       image sizes against ``patch_size`` when the config has one;
     4. the seed and every effective setting are logged and written to ``<ckpt_dir>/run_settings.json`` (atomically).
 
     Args:
-        bundle: the bundle's name (``"crossmatch_la"``, ``"crossmatch_acdc"``), for :data:`BUNDLE_CHECKS`.
+        bundle: the bundle's name (``"crossmatch_la"``, ``"crossmatch_acdc"``), recorded in ``run_settings.json``.
         parser: the config parser; found on the call stack when the function is called from a config expression.
         min_free_bytes: free disk space required in ``ckpt_dir``; default: room for five copies of the network's
             weights (final, best, resumable state with the optimizer's two moments) plus 64 MiB.
@@ -485,13 +481,13 @@ def check_training_run(bundle: str, parser: Any = None, min_free_bytes: int | No
     """
     import torch
 
+    from .data.datasets import raw_label_map
     from .data.validation import validate_datalists
     from .io import atomic_open
 
     parser = parser if parser is not None else find_config_parser()
     if parser is None:
         raise RuntimeError("check_training_run needs the bundle's ConfigParser: call it from the config, or pass it.")
-    facts = BUNDLE_CHECKS.get(bundle, {"patch_key": None, "raw_label_maps": {}})
     config = parser.get()
     for key in SETTING_KINDS:
         if key in config:
@@ -516,13 +512,16 @@ def check_training_run(bundle: str, parser: Any = None, min_free_bytes: int | No
     mode = parser.get_parsed_content("mode") if "mode" in config else "crossmatch"
     layout = parser.get_parsed_content("resolved_layout") if "resolved_layout" in config else None
     out_channels = parser.get("network_def::out_channels") if network is not None else None
-    patch_key = facts.get("patch_key")
+    label_map = None
+    if "dataset_module" in config:
+        bundle_root = parser.get_parsed_content("bundle_root") if "bundle_root" in config else None
+        label_map = raw_label_map(parser.get_parsed_content("dataset_module"), layout, bundle_root=bundle_root)
     report = validate_datalists(
         parser.get_parsed_content("datalists"),
         spatial_dims=3,
         label_values=list(range(int(out_channels))) if out_channels is not None else None,
-        raw_label_map=facts.get("raw_label_maps", {}).get(layout),
-        patch_size=parser.get_parsed_content(patch_key) if patch_key and patch_key in config else None,
+        raw_label_map=label_map,
+        patch_size=parser.get_parsed_content("patch_size") if "patch_size" in config else None,
         mode=mode,
         allow_overlap=bool(parser.get_parsed_content("allow_overlap")) if "allow_overlap" in config else False,
     )

@@ -114,3 +114,26 @@ def test_the_parser_is_found_from_a_config_expression(dataset: Path, tmp_path: P
     parser.parse(reset=True)
     assert parser.get_parsed_content("probe") is parser
     assert find_config_parser() is None
+
+
+def test_label_map_comes_from_the_dataset_module(dataset: Path, tmp_path: Path, monkeypatch):
+    """The raw label values are checked with the ``RAW_LABEL_MAPS`` of ``dataset_module``, not a per-bundle table."""
+    import crossmatch_ext.data.validation as validation
+
+    module = tmp_path / "my_dataset.py"
+    module.write_text("from crossmatch_ext.data.datasets.la import LAYOUTS, datalists, detect_layout\n"
+                      "RAW_LABEL_MAPS = {'h5': {0: 0, 9: 1}}\n")
+    seen: dict = {}
+    checked = validation.validate_datalists
+
+    def spy(lists, **kwargs):
+        seen.update(kwargs)
+        return checked(lists, **kwargs)
+
+    monkeypatch.setattr(validation, "validate_datalists", spy)
+    settings = check_training_run("my_bundle", parser=_parser(dataset, tmp_path, dataset_module=str(module)))
+    assert seen["raw_label_map"] == {0: 0, 9: 1} and seen["patch_size"] == [32, 32, 16]
+    assert settings["dataset_module"] == str(module) and settings["resolved_layout"] == "h5"
+    assert json.loads((tmp_path / "models" / "run_settings.json").read_text())["bundle"] == "my_bundle"
+    with pytest.raises(SettingError, match=r"config key 'dataset_module' must be a text value, got 3 \(int\)"):
+        check_training_run("crossmatch_la", parser=_parser(dataset, tmp_path, dataset_module=3))

@@ -1,4 +1,5 @@
-"""Data: the HDF5 reader, LA / ACDC data lists for every supported layout, slice datasets and synthetic datasets."""
+"""Data: the HDF5 reader, dataset modules (LA, ACDC, or a bundle's own) with their data lists, slice datasets and
+synthetic datasets."""
 
 from __future__ import annotations
 
@@ -15,8 +16,16 @@ from .datalists import (
     patient_id,
     read_id_list,
 )
+from .datasets import dataset_datalists, load_dataset_module, raw_label_map, resolve_layout
 from .folders import INFERENCE_PATTERNS, image_folder_datalist
-from .loading import LA_RAW_LABEL_MAP, LAYOUTS, CheckChannelCountd, MapLabelValuesStrictd, load_transforms
+from .loading import (
+    LA_RAW_LABEL_MAP,
+    LAYOUTS,
+    CheckChannelCountd,
+    MapLabelValuesStrictd,
+    intensity_transforms,
+    load_transforms,
+)
 from .readers import H5Reader, hide_reader_fallback_notices, list_h5_datasets
 from .slices import HDF5_SUFFIXES, ReorderHDF5Stackd, VolumeSliceDataset, is_hdf5_source
 from .studies import STUDY_SUFFIXES, is_studies_folder, monailabel_studies, studies_datalists
@@ -47,20 +56,25 @@ __all__ = [
     "VolumeSliceDataset",
     "acdc_datalists",
     "case_id_from_path",
+    "dataset_datalists",
     "detect_acdc_layout",
     "detect_la_layout",
     "hide_reader_fallback_notices",
     "image_folder_datalist",
+    "intensity_transforms",
     "is_hdf5_source",
     "is_studies_folder",
     "la_datalists",
     "list_h5_datasets",
+    "load_dataset_module",
     "load_transforms",
     "make_acdc_case",
     "make_la_case",
     "monailabel_studies",
     "patient_id",
+    "raw_label_map",
     "read_id_list",
+    "resolve_layout",
     "validate_datalists",
     "validate_item",
     "studies_datalists",

@@ -2,26 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, Union
 
 import torch
 from monai.config import KeysCollection
 from monai.transforms import (
     EnsureChannelFirstd,
     EnsureTyped,
+    Lambdad,
     LoadImaged,
     MapTransform,
     NormalizeIntensityd,
+    Randomizable,
     ScaleIntensityd,
 )
 
-from ..errors import InputValueError
+from ..errors import InputValueError, SettingError
 from .readers import H5Reader
 
-__all__ = ["LAYOUTS", "LA_RAW_LABEL_MAP", "CheckChannelCountd", "MapLabelValuesStrictd", "load_transforms"]
+__all__ = [
+    "LAYOUTS",
+    "LA_RAW_LABEL_MAP",
+    "CheckChannelCountd",
+    "Intensity",
+    "MapLabelValuesStrictd",
+    "intensity_transforms",
+    "load_transforms",
+]
 
-#: Layouts understood by :func:`load_transforms` (see :mod:`crossmatch_ext.data.datalists`).
+#: The ``intensity`` setting: a named mode, None, or MONAI transforms (see :func:`intensity_transforms`).
+Intensity = Union[str, None, Callable[..., Any], Sequence[Callable[..., Any]]]
+
+#: Layouts understood by :func:`load_transforms` (see :mod:`crossmatch_ext.data.datasets`).
 LAYOUTS = ("h5", "nrrd", "nifti", "json", "studies")
 
 #: The LA challenge's label files store the atrium as 255.
@@ -97,12 +110,60 @@ class CheckChannelCountd(MapTransform):
         return d
 
 
+def _describe(value: Any) -> str:
+    return f"the text {value!r}" if isinstance(value, str) else f"{value!r} ({type(value).__name__})"
+
+
+def intensity_transforms(intensity: Intensity, image_key: str = "image") -> list[MapTransform]:
+    """The intensity step of the loading transforms.
+
+    Args:
+        intensity: ``"zscore"`` (mean 0 and std 1 over the whole volume), ``"minmax"`` (scaled to [0, 1]), None or
+            ``"none"`` (no step), or MONAI transforms (one, or a list) run in order: dictionary transforms
+            (``MapTransform``, e.g. ``ScaleIntensityRanged(keys="image", a_min=-200, a_max=300, b_min=0, b_max=1,
+            clip=True)`` for a CT window) as given, array transforms (``ScaleIntensityRange(...)``) on
+            ``image_key``. They run once per case, before caching, so they must not be random.
+        image_key: the image key the array transforms are applied to.
+
+    Returns:
+        The dictionary transforms.
+
+    Raises:
+        SettingError: for another value, a class instead of an instance, or a random transform; the message names
+            the config key ``intensity``.
+    """
+    if intensity is None or (isinstance(intensity, str) and intensity.lower() == "none"):
+        return []
+    if intensity == "zscore":
+        return [NormalizeIntensityd(keys=image_key)]
+    if intensity == "minmax":
+        return [ScaleIntensityd(keys=image_key, minv=0.0, maxv=1.0)]
+    expected = "'zscore', 'minmax', None or a list of MONAI transforms"
+    if isinstance(intensity, (str, bytes, Mapping)):
+        raise SettingError(f"config key 'intensity' must be {expected}, got {_describe(intensity)}.")
+    items = list(intensity) if isinstance(intensity, Sequence) else [intensity]
+    transforms: list[MapTransform] = []
+    for i, item in enumerate(items):
+        if isinstance(item, type) or not callable(item):
+            what = "a class, not a transform (instantiate it)" if isinstance(item, type) else "not a transform"
+            raise SettingError(
+                f"config key 'intensity': item {i}, {_describe(item)}, is {what}; expected {expected}."
+            )
+        if isinstance(item, Randomizable):
+            raise SettingError(
+                f"config key 'intensity': item {i}, {type(item).__name__}, is random; the intensity step runs once per "
+                "case before caching, so put random transforms with the augmentations."
+            )
+        transforms.append(item if isinstance(item, MapTransform) else Lambdad(keys=image_key, func=item))
+    return transforms
+
+
 def load_transforms(
     layout: str,
     image_key: str = "image",
     label_key: str = "label",
     h5_spacing: float | Sequence[float] | None = None,
-    intensity: str | None = "zscore",
+    intensity: Intensity = "zscore",
     binarize_label: bool = False,
 ) -> list[MapTransform]:
     """Load an item of ``layout`` into channel-first ``image`` / ``label`` MetaTensors with normalised intensities.
@@ -115,7 +176,8 @@ def load_transforms(
       (NIfTI through nibabel, NRRD / MHA through ITK).
 
     For the raw layouts ``intensity`` reproduces the community preprocessing: ``"zscore"`` (LA: mean 0 and std 1
-    over the whole volume) or ``"minmax"`` (ACDC: scaled to [0, 1]); ``binarize_label`` maps a 0/255 label to 0/1
+    over the whole volume) or ``"minmax"`` (ACDC: scaled to [0, 1]), or is a list of MONAI transforms for other
+    data (:func:`intensity_transforms`); ``binarize_label`` maps a 0/255 label to 0/1
     explicitly (:data:`LA_RAW_LABEL_MAP`; any other value is an error).
     A missing label (unlabeled or inference items) is allowed.
 
@@ -124,16 +186,19 @@ def load_transforms(
         image_key: key of the image path.
         label_key: key of the label path.
         h5_spacing: voxel size to put in the affine of HDF5 data (the files store none).
-        intensity: ``"zscore"``, ``"minmax"`` or None, for the raw layouts.
+        intensity: ``"zscore"``, ``"minmax"``, None or MONAI transforms (:func:`intensity_transforms`), for the raw
+            layouts.
         binarize_label: map the LA challenge's 0/255 label to 0/1 (other values raise).
 
     Returns:
         The list of transforms.
 
     Raises:
-        ValueError: for an unknown layout or intensity mode.
+        ValueError: for an unknown layout.
+        SettingError: for an unknown intensity setting.
     """
     keys = [image_key, label_key]
+    intensity_steps = intensity_transforms(intensity, image_key)
     if layout == "h5":
         return [
             LoadImaged(  # MONAI takes a reader instance, though its annotation names reader classes only
@@ -154,12 +219,7 @@ def load_transforms(
         EnsureChannelFirstd(keys=keys, allow_missing_keys=True),
         EnsureTyped(keys=image_key, dtype="float32", track_meta=True),
     ]
-    if intensity == "zscore":
-        transforms.append(NormalizeIntensityd(keys=image_key))
-    elif intensity == "minmax":
-        transforms.append(ScaleIntensityd(keys=image_key, minv=0.0, maxv=1.0))
-    elif intensity is not None:
-        raise ValueError(f"intensity must be 'zscore', 'minmax' or None, got {intensity!r}.")
+    transforms.extend(intensity_steps)
     if binarize_label:
         transforms.append(MapLabelValuesStrictd(keys=label_key, mapping=LA_RAW_LABEL_MAP, allow_missing_keys=True))
     return transforms

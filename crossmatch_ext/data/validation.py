@@ -154,7 +154,7 @@ def validate_datalists(
 
     Args:
         datalists: ``{"labeled": [...], "unlabeled": [...], "validation": [...]}`` as built by
-            :func:`crossmatch_ext.data.la_datalists` / :func:`~crossmatch_ext.data.acdc_datalists`.
+            :func:`crossmatch_ext.data.dataset_datalists`.
         spatial_dims: dimensionality of an image as stored (3 for both bundles' volumes).
         label_values: the bundle's classes, e.g. ``[0, 1]``.
         raw_label_map: raw label values mapped explicitly by the pipeline (LA challenge files: ``{0: 0, 255: 1}``).
