@@ -122,11 +122,15 @@ def find_bundle_root(name: str) -> str:
     """
     cwd = Path.cwd()
     candidates = [cwd, cwd / "bundles" / name, Path(__file__).resolve().parent.parent / "bundles" / name]
+    from monai.bundle import ConfigWorkflow
+
     frame: Any = sys._getframe(1)
     while frame is not None:  # the ConfigWorkflow running the config knows where its files are
-        config_root = getattr(frame.f_locals.get("self"), "config_root_path", None)
-        if isinstance(config_root, Path) and config_root.name == "configs":
-            candidates.insert(0, config_root.resolve().parent)
+        workflow = frame.f_locals.get("self")
+        if isinstance(workflow, ConfigWorkflow):
+            config_root = Path(workflow.config_root_path)
+            if config_root.name == "configs":
+                candidates.insert(0, config_root.resolve().parent)
             break
         frame = frame.f_back
     for candidate in candidates:

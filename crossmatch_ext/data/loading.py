@@ -34,7 +34,8 @@ __all__ = [
 #: The ``intensity`` setting: a named mode, None, or MONAI transforms (see :func:`intensity_transforms`).
 Intensity = Union[str, None, Callable[..., Any], Sequence[Callable[..., Any]]]
 
-#: Layouts understood by :func:`load_transforms` (see :mod:`crossmatch_ext.data.datasets`).
+#: The built-in layouts (see :mod:`crossmatch_ext.data.datasets`); :func:`load_transforms` also reads a dataset
+#: module's own layouts, through MONAI's default readers.
 LAYOUTS = ("h5", "nrrd", "nifti", "json", "studies")
 
 #: The LA challenge's label files store the atrium as 255.
@@ -182,7 +183,9 @@ def load_transforms(
     A missing label (unlabeled or inference items) is allowed.
 
     Args:
-        layout: one of :data:`LAYOUTS`.
+        layout: the resolved layout (the dataset module checks the name): ``"h5"`` reads the community HDF5
+            files, ``"nrrd"`` reads through ITK, any other layout (``"nifti"``, ``"json"``, ``"studies"``, or a
+            dataset module's own, e.g. ``"msd"``) through MONAI's default readers by file type.
         image_key: key of the image path.
         label_key: key of the label path.
         h5_spacing: voxel size to put in the affine of HDF5 data (the files store none).
@@ -211,8 +214,8 @@ def load_transforms(
             EnsureChannelFirstd(keys=keys, channel_dim="no_channel", allow_missing_keys=True),
             EnsureTyped(keys=image_key, dtype="float32", track_meta=True),
         ]
-    if layout not in LAYOUTS:
-        raise ValueError(f"data layout must be one of {LAYOUTS}, got {layout!r}.")
+    if not isinstance(layout, str) or not layout or layout == "auto":
+        raise ValueError(f"data layout must be a resolved layout name such as {LAYOUTS}, got {layout!r}.")
     transforms: list[MapTransform] = [
         LoadImaged(keys=keys, reader="ITKReader" if layout == "nrrd" else None, image_only=True,
                    allow_missing_keys=True),

@@ -83,3 +83,10 @@ def test_other_values_are_setting_errors(value, message: str) -> None:
         load_transforms("nifti", intensity=value)
     with pytest.raises(SettingError, match=message):  # checked for every layout, also where it is not applied
         load_transforms("h5", intensity=value)
+
+
+def test_a_dataset_module_layout_reads_through_monai_readers(ct_item: dict[str, str]) -> None:
+    loaded = Compose(load_transforms("msd", intensity=None))(ct_item)
+    assert tuple(loaded["image"].shape) == (1, 8, 7, 5) and tuple(loaded["label"].shape) == (1, 8, 7, 5)
+    with pytest.raises(ValueError, match="resolved layout"):
+        load_transforms("auto")
