@@ -26,7 +26,7 @@ Choices where this differs from the authors' code (each documented, and switchab
   from :class:`~crossmatch_ext.transforms.RandCutMixBoxd` with correct axes (``legacy_axis_order=True`` restores
   the bug).
 * The authors' LA 16-label unlabeled list overlaps the labeled one; the data lists of
-  :mod:`crossmatch_ext.data.datalists` use the true complement. Neither choice lives in this step.
+  :mod:`crossmatch_ext.data.datasets.la` use the true complement. Neither choice lives in this step.
 
 Cost (see ``benchmarks/README.md``). Every target of the nine loss terms is a detached pseudo-label, so the total
 loss is a sum of a part that depends on P3 only and a part that depends on P4 only. With

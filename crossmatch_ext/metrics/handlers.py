@@ -36,7 +36,7 @@ from monai.data import MetaTensor
 from monai.handlers import IgniteMetricHandler
 from monai.utils import string_list_all_gather
 
-from ..data.datalists import case_id_from_path as _case_from_path
+from ..data.datasets.common import case_id_from_path as _case_from_path
 from .reporting import format_summary, summarize, summarize_by_class, write_metrics_csv
 from .surface import DEFAULT_METRICS, CaseMetrics
 
