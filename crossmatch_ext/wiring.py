@@ -45,13 +45,13 @@ __all__ = [
     "CONFIG_READS",
     "TRAINER_SETTINGS",
     "ConfigIds",
+    "EvaluationHandlers",
     "TrainingHandlers",
     "checkpoint_handlers",
     "crossmatch_trainer",
     "distributed_network",
     "distributed_train_network",
     "end_distributed",
-    "EvaluationHandlers",
     "inference_evaluator",
     "init_distributed",
     "one_hot_postprocessing",
@@ -145,7 +145,6 @@ class ConfigIds:
             raise RuntimeError(f"{builder} reads its parts from the bundle config: call it from a config, or pass it.")
         self.parser = parser
         self.builder = builder
-        self.read: list[str] = []  # the ids looked up, in order
 
     def __contains__(self, id: str) -> bool:
         return id in self.parser
@@ -161,7 +160,6 @@ class ConfigIds:
         return make() if value is None and make is not None else value
 
     def _get(self, id: str, default: Any) -> Any:
-        self.read.append(id)
         if id not in self.parser:
             if default is _REQUIRED:
                 raise SettingError(
