@@ -15,6 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+from monai.bundle import verify_metadata
 
 from bundle_helpers import REPO_ROOT, run_bundle_cli
 
@@ -56,11 +57,14 @@ def write_ct_dataset(root: Path, num_cases: int = 7, unlabeled: int = 2, seed: i
     return root
 
 
-def test_the_recipe_lists_the_files_a_dataset_needs():
+def test_the_recipe_lists_the_files_a_dataset_needs(tmp_path: Path):
     files = recipe_files()
     assert set(files) == {"scripts/dataset.py", "configs/train.yaml", "configs/metadata.json"}
-    json.loads(files["configs/metadata.json"])
     assert "dataset_module: scripts.dataset" in files["configs/train.yaml"]
+    # the metadata is valid for MONAI's bundle schema (the copy the package's bundles are checked against)
+    (tmp_path / "metadata.json").write_text(files["configs/metadata.json"])
+    shutil.copy(REPO_ROOT / "tests" / "bundles" / "meta_schema.json", tmp_path / "schema.json")
+    verify_metadata(meta_file=str(tmp_path / "metadata.json"), filepath=str(tmp_path / "schema.json"))
 
 
 def test_a_bundle_built_from_the_recipe_trains_through_the_cli(tmp_path: Path):
