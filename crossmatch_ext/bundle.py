@@ -39,7 +39,7 @@ import crossmatch_ext.losses
 import crossmatch_ext.metrics
 import crossmatch_ext.networks
 import crossmatch_ext.transforms  # noqa: F401
-from crossmatch_ext.engines import TrainingLog, TrainingProgressBar, loss_terms
+from crossmatch_ext.engines import HandlerGroup, TrainingLog, TrainingProgressBar, loss_terms
 from crossmatch_ext.engines.checkpoints import AtomicCheckpointSaver
 from crossmatch_ext.errors import InputError, SettingError, install_error_hook
 from crossmatch_ext.wiring import (
@@ -172,7 +172,7 @@ def every(interval: int) -> Callable[[Engine, int], bool]:
     return lambda engine, iteration: iteration % interval == 0
 
 
-class TrainingMonitors:
+class TrainingMonitors(HandlerGroup):
     """The training run's monitors as one handler: a progress bar, the loss terms in the console every
     ``log_interval`` iterations (``StatsHandler``), at every iteration in TensorBoard (``<output_dir>/tensorboard``)
     and every ``log_interval`` iterations in ``<output_dir>/training_log.jsonl`` with the validations' metrics
@@ -192,7 +192,7 @@ class TrainingMonitors:
         output_transform: Callable[[Any], dict[str, float]] = loss_terms,
         validator: Engine | None = None,
     ) -> None:
-        self.handlers: list[Any] = [
+        super().__init__([
             TrainingProgressBar(output_transform=output_transform, refresh_every=1),
             StatsHandler(tag_name="train_loss", epoch_log=False, iteration_log=every(log_interval),
                          output_transform=output_transform),
@@ -200,11 +200,7 @@ class TrainingMonitors:
                                     output_transform=output_transform),
             TrainingLog(os.path.join(os.fspath(output_dir), "training_log.jsonl"), output_transform,
                         interval=log_interval, validator=validator),
-        ]
-
-    def attach(self, engine: Engine) -> None:
-        for handler in self.handlers:
-            handler.attach(engine)
+        ])
 
 
 def validation_handlers(output_dir: str | os.PathLike, ckpt_dir: str | os.PathLike, network: torch.nn.Module) -> list:
@@ -218,7 +214,7 @@ def validation_handlers(output_dir: str | os.PathLike, ckpt_dir: str | os.PathLi
     ]
 
 
-class ValidationMonitors:
+class ValidationMonitors(HandlerGroup):
     """The in-training validation's handlers (:func:`validation_handlers`) as one handler.
 
     Configs list it as ``validate::handlers: [{_target_: crossmatch_ext.bundle.ValidationMonitors, ...}]``: a list,
@@ -231,11 +227,7 @@ class ValidationMonitors:
     """
 
     def __init__(self, output_dir: str | os.PathLike, ckpt_dir: str | os.PathLike, network: torch.nn.Module) -> None:
-        self.handlers = validation_handlers(output_dir, ckpt_dir, network)
-
-    def attach(self, engine: Engine) -> None:
-        for handler in self.handlers:
-            handler.attach(engine)
+        super().__init__(validation_handlers(output_dir, ckpt_dir, network))
 
 
 def prepare_run(seed: int, output_dir: str | os.PathLike) -> None:
@@ -547,18 +539,9 @@ def check_training_run(bundle: str, parser: Any = None, min_free_bytes: int | No
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
     }
     path = ckpt_dir / "run_settings.json"
-    if _rank() == 0:
+    if process_rank() == 0:
         with atomic_open(path, "w") as stream:
             json.dump(record, stream, indent=2)
             stream.write("\n")
     logger.info(f"seed {record['seed']}; effective settings (saved to {path}): {json.dumps(settings)}")
     return settings
-
-
-def _rank() -> int:
-    try:
-        import torch.distributed as dist
-
-        return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-    except Exception:
-        return 0

@@ -28,7 +28,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from ignite.engine import Engine
 from monai.bundle import ConfigParser
 from monai.engines import SupervisedEvaluator
 from monai.handlers import CheckpointLoader, LrScheduleHandler, MeanDice, StatsHandler, ValidationHandler, from_engine
@@ -37,6 +36,7 @@ from monai.transforms import AsDiscreted, Compose
 
 from crossmatch_ext.engines.builders import build_train_loader
 from crossmatch_ext.engines.checkpoints import training_checkpoint_handlers
+from crossmatch_ext.engines.handlers import HandlerGroup
 from crossmatch_ext.engines.trainer import CrossMatchTrainer
 from crossmatch_ext.errors import SettingError
 from crossmatch_ext.networks import FeaturePerturbation, FeaturePerturbedNetwork
@@ -205,7 +205,7 @@ def _amp_kwargs(ids: ConfigIds) -> dict[str, Any]:
     return ids.get("amp_kwargs", None, lambda: autocast_kwargs(ids.get("amp_dtype", "bfloat16")))
 
 
-class TrainingHandlers:
+class TrainingHandlers(HandlerGroup):
     """The training run's handlers, as one: the LR schedule every iteration, the in-training validation every
     ``val_interval`` iterations, and (in the first process only) the monitors of
     :class:`~crossmatch_ext.bundle.TrainingMonitors`: progress bar, console lines, TensorBoard, JSON-lines log.
@@ -228,30 +228,27 @@ class TrainingHandlers:
     def __init__(self, parser: ConfigParser | None = None, **given: Any) -> None:
         from crossmatch_ext.bundle import TrainingMonitors
 
+        unknown = set(given) - {"lr_scheduler", "validator", "val_interval", "output_dir", "log_interval"}
+        if unknown:
+            raise SettingError(f"crossmatch_ext.bundle.TrainingHandlers got unknown arguments {sorted(unknown)}.")
         ids = ConfigIds(parser, "crossmatch_ext.bundle.TrainingHandlers")
+        val_interval = int(given["val_interval"] if "val_interval" in given else ids.get("val_interval", 0))
         args = ids.fill(given, {
             "lr_scheduler": lambda: ids.get("lr_scheduler", None),
-            "validator": lambda: ids.get("validate::evaluator", None),
-            "val_interval": lambda: ids.get("val_interval", 0),
+            # with validation off, the evaluator (and its data) is not built
+            "validator": lambda: ids.get("validate::evaluator", None) if val_interval > 0 else None,
             "output_dir": lambda: ids.get("output_dir"),
             "log_interval": lambda: ids.get("log_interval", 50),
         })
-        unknown = set(args) - {"lr_scheduler", "validator", "val_interval", "output_dir", "log_interval"}
-        if unknown:
-            raise SettingError(f"crossmatch_ext.bundle.TrainingHandlers got unknown arguments {sorted(unknown)}.")
-        self.handlers: list[Any] = []
+        super().__init__()
         if args["lr_scheduler"] is not None:
             self.handlers.append(LrScheduleHandler(args["lr_scheduler"], print_lr=False, epoch_level=False))
-        if args["validator"] is not None and int(args["val_interval"]) > 0:
-            self.handlers.append(ValidationHandler(int(args["val_interval"]), args["validator"], epoch_level=False))
+        if args["validator"] is not None and val_interval > 0:
+            self.handlers.append(ValidationHandler(val_interval, args["validator"], epoch_level=False))
         self.monitors = None
         if process_rank() == 0:
             self.monitors = TrainingMonitors(args["output_dir"], args["log_interval"], validator=args["validator"])
             self.handlers.append(self.monitors)
-
-    def attach(self, engine: Engine) -> None:
-        for handler in self.handlers:
-            handler.attach(engine)
 
 
 def _setting_reader(ids: ConfigIds, name: str) -> Callable[[], Any]:
@@ -423,7 +420,7 @@ def checkpoint_handlers(parser: ConfigParser | None = None, **given: Any) -> lis
     return training_checkpoint_handlers(**arguments)
 
 
-class EvaluationHandlers:
+class EvaluationHandlers(HandlerGroup):
     """The first handlers of an evaluation or inference run, as one: load the weights of ``checkpoint`` into the
     network before the first volume, and print the metrics at the end.
 
@@ -437,15 +434,11 @@ class EvaluationHandlers:
     def __init__(self, checkpoint: str | os.PathLike, parser: ConfigParser | None = None, **given: Any) -> None:
         ids = ConfigIds(parser, "crossmatch_ext.bundle.EvaluationHandlers")
         args = ids.fill(given, {"network": lambda: ids.get("network"), "device": lambda: ids.get("device", None)})
-        self.handlers: list[Any] = [
+        super().__init__([
             CheckpointLoader(load_path=os.fspath(checkpoint), load_dict={"model": args["network"]},
                              map_location=args["device"]),
             StatsHandler(iteration_log=False),
-        ]
-
-    def attach(self, engine: Engine) -> None:
-        for handler in self.handlers:
-            handler.attach(engine)
+        ])
 
 
 # ------------------------------------------------------------------------------------------------ distributed

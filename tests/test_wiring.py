@@ -149,3 +149,10 @@ def test_validation_loader_outside_torch_distributed():
     loader = validation_loader(list(range(3)), num_workers=0)
     assert loader.batch_size == 1 and not isinstance(loader.sampler, DistributedSampler)
     assert [int(b) for b in loader] == [0, 1, 2]
+
+
+def test_with_validation_off_the_evaluator_is_not_built(tmp_path, la_data, reads):
+    parser = _parser(tmp_path, la_data, val_interval=0)
+    (handlers,) = parser.get_parsed_content("train::handlers")
+    assert "validate::evaluator" not in reads["crossmatch_ext.bundle.TrainingHandlers"]
+    assert len(handlers.handlers) == 2  # LR schedule and monitors

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .builders import build_train_loader, loss_terms
-from .handlers import TrainingLog, TrainingProgressBar
+from .handlers import HandlerGroup, TrainingLog, TrainingProgressBar
 from .loaders import CrossMatchLoader
 from .schedules import ConstantThreshold, OfficialRampThreshold, sigmoid_rampup
 from .trainer import CrossMatchTrainer, unwrap_network
@@ -12,6 +12,7 @@ __all__ = [
     "ConstantThreshold",
     "CrossMatchLoader",
     "CrossMatchTrainer",
+    "HandlerGroup",
     "OfficialRampThreshold",
     "TrainingLog",
     "TrainingProgressBar",

@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ignite.engine import Engine, Events
 from tqdm.auto import tqdm
 
-__all__ = ["TrainingLog", "TrainingProgressBar"]
+__all__ = ["HandlerGroup", "TrainingLog", "TrainingProgressBar"]
+
+
+class HandlerGroup:
+    """Several Ignite / MONAI handlers attached as one: ``handlers`` in order, each with its own ``attach``.
+
+    A config can list a group as one item of a handler list, so tools that insert or append handlers to that list
+    (MONAI Label, ``--tracking mlflow``) still can.
+    """
+
+    handlers: list[Any]
+
+    def __init__(self, handlers: Sequence[Any] = ()) -> None:
+        self.handlers = list(handlers)
+
+    def attach(self, engine: Engine) -> None:
+        for handler in self.handlers:
+            handler.attach(engine)
 
 
 class TrainingProgressBar:
