@@ -6,7 +6,7 @@ from __future__ import annotations
 from .components import KeepLargestComponentd, keep_largest_component
 from .cutmix import RandCutMixBoxd, StrongViewsd, sample_cutmix_box
 from .intensity import QuantizeIntensity, QuantizeIntensityd, RandIsotropicGaussianSmooth, RandSignedGamma
-from .io import SaveLabelMapd
+from .saving import SaveLabelMapd
 from .spatial import ResizeSliced
 
 __all__ = [
