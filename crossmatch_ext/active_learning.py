@@ -330,8 +330,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="disagreement of the perturbed decoders (default) or softmax entropy")
     rank.add_argument("--cache", default=None, help="score cache JSON (default: <model>.active_learning.json)")
     rank.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    rank.add_argument("--override", action="append", default=[], metavar="ID=YAML",
-                      help="set an inference config id to a JSON value (or a string), e.g. patch_size=[32,32,16] (repeatable)")
+    rank.add_argument("--override", action="append", default=[], metavar="ID=VALUE",
+                      help="set an inference config id to a JSON value (or a string), e.g. patch_size=[32,32,16] "
+                           "(repeatable)")
     args = parser.parse_args(argv)
     overrides: dict[str, Any] = {}
     for item in args.override:

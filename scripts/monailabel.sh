@@ -75,6 +75,74 @@ ensure_app() {
     fi
 }
 
+ensure_strategies() {
+    # CrossMatch's active-learning strategies (/activelearning/crossmatch_disagreement, .../crossmatch_entropy):
+    # lib/activelearning/crossmatch.py, registered in main.py's init_strategies (once; marked "crossmatch strategies").
+    ensure_app
+    mkdir -p "$app/lib/activelearning"
+    cat >"$app/lib/activelearning/crossmatch.py" <<'PY'
+"""CrossMatch active learning for MONAI Label: the next study is the unlabeled one whose perturbed decoders disagree
+most (or whose prediction has the highest entropy); see crossmatch_ext.active_learning for the definitions."""
+
+import logging
+import os
+
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.strategy import Strategy
+
+from crossmatch_ext.active_learning import rank_studies, score_studies
+
+logger = logging.getLogger(__name__)
+
+
+class CrossMatchStrategy(Strategy):
+    def __init__(self, strategy, bundles):
+        super().__init__(f"CrossMatch: the unlabeled study with the highest {strategy} score")
+        self.strategy = strategy
+        self.bundles = bundles  # {name: bundle folder}, the first is the default
+
+    def __call__(self, request, datastore: Datastore):
+        name = request.get("model") or next(iter(self.bundles))
+        if name not in self.bundles:
+            raise ValueError(f"active learning: unknown model {name!r}; served: {list(self.bundles)}")
+        bundle = self.bundles[name]
+        model = os.path.join(bundle, "models", "model.pt")
+        images = datastore.get_unlabeled_images()
+        if not images or not os.path.isfile(model):
+            logger.info(f"active learning: nothing to rank ({len(images)} unlabeled studies, weights {model})")
+            return None
+        paths = {datastore.get_image_uri(i): i for i in images}
+        scores, cache = score_studies(bundle, model, list(paths), device=request.get("device", "cpu"),
+                                      progress=logger.info)
+        ranked = rank_studies(scores, self.strategy)
+        logger.info(f"active learning ({self.strategy}): {cache['hits']} of {len(scores)} scores from {cache['path']}")
+        best = ranked[0]
+        return {"id": paths[best.image], "strategy": self.strategy, "model": name,
+                "score": getattr(best, self.strategy), "cache": cache,
+                "ranking": [{"id": paths[s.image], "score": getattr(s, self.strategy)} for s in ranked]}
+PY
+    "$venv/bin/python" - "$app/main.py" <<'PY'
+import re, sys
+path = sys.argv[1]
+text = open(path).read()
+if "crossmatch strategies" not in text:
+    start = text.index("def init_strategies")
+    match = re.compile(r"\n(\s+)return strategies").search(text, start)
+    indent = match.group(1)
+    code = (f"\n{indent}# crossmatch strategies\n"
+            f"{indent}from lib.activelearning.crossmatch import CrossMatchStrategy\n"
+            f"{indent}_bundles = {{n: os.path.join(self.app_dir, 'model', n) for n in self.conf.get('models', '').split(',')"
+            f" if n.startswith('crossmatch')}}\n"
+            f"{indent}if _bundles:\n"
+            f"{indent}    for _s in ('disagreement', 'entropy'):\n"
+            f"{indent}        strategies[f'crossmatch_{{_s}}'] = CrossMatchStrategy(_s, _bundles)")
+    text = text[: match.start()] + code + text[match.start():]
+    if "\nimport os\n" not in text:
+        text = "import os\n" + text
+    open(path, "w").write(text)
+PY
+}
+
 place_bundles() {
     # Each bundle goes to <app>/model/<name> (the monaibundle app's local bundles). `place` copies configs and docs
     # from the repository (overwriting the app's copies); `start` does so only for a bundle not placed yet, so
@@ -114,6 +182,7 @@ start() {
     fi
     mkdir -p "$studies"
     place_bundles 0
+    ensure_strategies
     log "serving $studies on http://$host:$port (models: $models)"
     # zoo_source local: no model-zoo index download at start-up; sam2 false: no SAM2 tasks / weight downloads.
     exec "$venv/bin/python" -m monailabel.main start_server --app "$app" --studies "$studies" --host "$host" --port "$port" \

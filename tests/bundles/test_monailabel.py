@@ -186,3 +186,23 @@ def test_train_uses_every_study_without_a_final_label_as_unlabeled(server):
     trained = torch.load(server["bundle"] / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert trained.keys() == server["initial"].keys()
     assert any(not torch.equal(trained[k], server["initial"][k]) for k in trained)
+
+
+def test_active_learning_returns_the_most_uncertain_unlabeled_study_and_caches_its_scores(server):
+    # runs after the /train test: 3 studies carry a final label, the trained weights are in the app's bundle
+    labeled = {s.name[: -len(".nii.gz")] for s in sorted(server["studies"].glob("*.nii.gz"))[:NUM_FINAL_LABELS]}
+    started = time.time()
+    first = json.loads(_curl("-X", "POST", f"{server['url']}/activelearning/crossmatch_disagreement",
+                             "-H", "Content-Type: application/json", "-d", "{}"))
+    first_s = time.time() - started
+    assert first["id"] not in labeled and first["strategy"] == "disagreement"
+    assert len(first["ranking"]) == NUM_STUDIES - NUM_FINAL_LABELS and first["ranking"][0]["id"] == first["id"]
+    assert first["cache"]["misses"] == NUM_STUDIES - NUM_FINAL_LABELS
+    started = time.time()
+    second = json.loads(_curl("-X", "POST", f"{server['url']}/activelearning/crossmatch_disagreement",
+                              "-H", "Content-Type: application/json", "-d", "{}"))
+    assert second["id"] == first["id"] and second["cache"]["misses"] == 0
+    assert time.time() - started < first_s
+    entropy = json.loads(_curl("-X", "POST", f"{server['url']}/activelearning/crossmatch_entropy",
+                               "-H", "Content-Type: application/json", "-d", "{}"))
+    assert entropy["id"] not in labeled and entropy["cache"]["misses"] == 0  # one pass scores both strategies
