@@ -80,6 +80,7 @@ ensure_strategies() {
     # lib/activelearning/crossmatch.py, registered in main.py's init_strategies (once; marked "crossmatch strategies").
     ensure_app
     mkdir -p "$app/lib/activelearning"
+    [ -f "$app/lib/activelearning/__init__.py" ] || touch "$app/lib/activelearning/__init__.py"
     cat >"$app/lib/activelearning/crossmatch.py" <<'PY'
 """CrossMatch active learning for MONAI Label: the next study is the unlabeled one whose perturbed decoders disagree
 most (or whose prediction has the highest entropy); see crossmatch_ext.active_learning for the definitions."""
@@ -127,18 +128,17 @@ path = sys.argv[1]
 text = open(path).read()
 if "crossmatch strategies" not in text:
     start = text.index("def init_strategies")
-    match = re.compile(r"\n(\s+)return strategies").search(text, start)
+    # before the line logging the strategies (else before `return strategies`), so the log lists ours too
+    match = (re.compile(r"\n([ \t]+)logger\.info\(f?\"Active Learning Strategies").search(text, start)
+             or re.compile(r"\n([ \t]+)return strategies").search(text, start))
     indent = match.group(1)
     code = (f"\n{indent}# crossmatch strategies\n"
             f"{indent}from lib.activelearning.crossmatch import CrossMatchStrategy\n"
-            f"{indent}_bundles = {{n: os.path.join(self.app_dir, 'model', n) for n in self.conf.get('models', '').split(',')"
-            f" if n.startswith('crossmatch')}}\n"
+            f"{indent}_bundles = {{n: b for n, b in self.models.items() if n.startswith('crossmatch')}}\n"
             f"{indent}if _bundles:\n"
             f"{indent}    for _s in ('disagreement', 'entropy'):\n"
             f"{indent}        strategies[f'crossmatch_{{_s}}'] = CrossMatchStrategy(_s, _bundles)")
     text = text[: match.start()] + code + text[match.start():]
-    if "\nimport os\n" not in text:
-        text = "import os\n" + text
     open(path, "w").write(text)
 PY
 }
