@@ -133,7 +133,12 @@ if "crossmatch strategies" not in text:
              or re.compile(r"\n([ \t]+)return strategies").search(text, start))
     indent = match.group(1)
     code = (f"\n{indent}# crossmatch strategies\n"
-            f"{indent}from lib.activelearning.crossmatch import CrossMatchStrategy\n"
+            f"{indent}import importlib.util as _util\n"
+            f"{indent}_spec = _util.spec_from_file_location('crossmatch_strategy', "
+            f"os.path.join(os.path.dirname(os.path.abspath(__file__)), 'lib', 'activelearning', 'crossmatch.py'))\n"
+            f"{indent}_module = _util.module_from_spec(_spec)\n"
+            f"{indent}_spec.loader.exec_module(_module)\n"
+            f"{indent}CrossMatchStrategy = _module.CrossMatchStrategy\n"
             f"{indent}_bundles = {{n: b for n, b in self.models.items() if n.startswith('crossmatch')}}\n"
             f"{indent}if _bundles:\n"
             f"{indent}    for _s in ('disagreement', 'entropy'):\n"
