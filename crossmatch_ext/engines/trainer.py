@@ -129,7 +129,7 @@ class CrossMatchTrainer(SupervisedTrainer):
             re-run eagerly). Inductor draws its own dropout masks, so for a given seed the compiled step differs
             from the eager one as channels-last does (same distributions).
         compile_backend: the ``torch.compile`` backend (``"inductor"``; ``"aot_eager"`` traces without code
-            generation, for checks).
+            generation, for checks; or a backend callable).
         device_views: an optional callable that makes the unlabeled strong views and CutMix boxes on the training
             device, batched (e.g. :class:`crossmatch_ext.transforms.BatchedUnlabeledViews`): it is called with
             ``{image_key: weak view batch}`` (already on ``device``) for the unlabeled batch and for the mix batch,
@@ -166,7 +166,7 @@ class CrossMatchTrainer(SupervisedTrainer):
         channels_last: bool = False,
         train_metric_interval: int = 1,
         compile: str | bool = "none",
-        compile_backend: str = "inductor",
+        compile_backend: str | Callable = "inductor",
         device_views: Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]] | None = None,
         image_key: str = "image",
         label_key: str = "label",
@@ -228,7 +228,7 @@ class CrossMatchTrainer(SupervisedTrainer):
             elif any(p.dim() == 4 for p in module.parameters()):
                 module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
         self.compile_mode = str(compile)
-        self.compile_backend = str(compile_backend)
+        self.compile_backend = compile_backend
         self._compiled: Callable[..., torch.Tensor] | None = None
         if self.compile_mode != "none":
             options: dict[str, Any] = {"backend": self.compile_backend, "dynamic": False}
@@ -312,9 +312,17 @@ class CrossMatchTrainer(SupervisedTrainer):
             return self._compiled(images, **kwargs)
         except Exception as error:  # a compiler failure must not end the run: continue eagerly
             self._compiled = None
+            cause: BaseException = error
+            while True:  # torch wraps the backend's own error
+                inner = getattr(cause, "inner_exception", None) or cause.__cause__
+                if inner is None or inner is cause:
+                    break
+                cause = inner
+            detail = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+            backend = getattr(self.compile_backend, "__name__", self.compile_backend)
             warnings.warn(
-                f"torch.compile (mode {self.compile_mode!r}, backend {self.compile_backend!r}) failed, the training "
-                f"step continues eagerly: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+                f"torch.compile (mode {self.compile_mode!r}, backend {backend!r}) failed, the training step "
+                f"continues eagerly: {type(cause).__name__}: {detail}",
                 RuntimeWarning,
                 stacklevel=2,
             )
