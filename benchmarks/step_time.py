@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 AMP_CHOICES = ("bfloat16", "float16")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")  # crossmatch_ext.engines.trainer
 
 
 def parse_amp(value: str | None) -> torch.dtype | None:
@@ -103,7 +104,7 @@ def run_one(args: argparse.Namespace, mode: str) -> dict:
         loss_function=loss_function, confidence_threshold=threshold, supervised_only=mode == "supervised",
         amp=args.amp is not None, amp_kwargs={"dtype": parse_amp(args.amp or "bfloat16")}, decollate=False,
         backward_per_pass=not args.single_backward, teacher_batch=args.teacher_batch,
-        merge_teacher_passes=args.merge_teacher_passes, channels_last=args.channels_last,
+        merge_teacher_passes=args.merge_teacher_passes, channels_last=args.channels_last, compile=args.compile,
     )
     times: list[float] = []
     start = [0.0]
@@ -131,6 +132,7 @@ def run_one(args: argparse.Namespace, mode: str) -> dict:
         "task": args.task, "mode": mode, "patch": args.patch, "batch": args.batch, "device": str(device),
         "amp": args.amp, "channels_last": args.channels_last, "backward_per_pass": not args.single_backward,
         "teacher_batch": args.teacher_batch, "merge_teacher_passes": args.merge_teacher_passes,
+        "compile": args.compile, "compile_fell_back": args.compile != "none" and trainer._compiled is None,
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "steps": len(measured),
         "median_step_s": round(statistics.median(measured), 4), "min_step_s": round(min(measured), 4),
         "max_step_s": round(max(measured), 4), "step_times_s": [round(t, 4) for t in measured],
@@ -147,7 +149,7 @@ def run_one(args: argparse.Namespace, mode: str) -> dict:
 def _forwarded_flags(args: argparse.Namespace) -> list[str]:
     flags = ["--task", args.task, "--patch", *map(str, args.patch), "--batch", str(args.batch), "--device",
              args.device, "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
-             "--teacher-batch", args.teacher_batch]
+             "--teacher-batch", args.teacher_batch, "--compile", args.compile]
     if args.amp:
         flags += ["--amp", args.amp]
     for flag in ("channels_last", "single_backward", "merge_teacher_passes"):
@@ -177,6 +179,9 @@ def main() -> None:
                         help="opt-in 'mix': the no-grad perturbed pass P2 without the labeled half")
     parser.add_argument("--merge-teacher-passes", action="store_true",
                         help="opt-in: the mix image's plain pseudo-label from P2's clean rows (no pass P1)")
+    parser.add_argument("--compile", choices=COMPILE_MODES, default="none",
+                        help="torch.compile mode of the training passes (reduce-overhead: CUDA graphs on a GPU); "
+                             "compilation happens in the warm-up steps")
     args = parser.parse_args()
     args.patch = args.patch or ([112, 112, 80] if args.task == "la" else [256, 256])
     if len(args.patch) != (3 if args.task == "la" else 2):

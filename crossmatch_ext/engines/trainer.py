@@ -42,6 +42,7 @@ on CPU runs every pass under bfloat16 autocast.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any, cast
@@ -51,6 +52,7 @@ import torch.nn as nn
 from ignite.engine import Engine, Events
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents, engine_apply_transform
+from monai.inferers import SimpleInferer
 from monai.utils import CommonKeys as Keys
 
 from crossmatch_ext.losses import CrossMatchLoss, PseudoLabel
@@ -58,7 +60,11 @@ from crossmatch_ext.networks import FeaturePerturbedNetwork
 
 from .schedules import ConstantThreshold
 
-__all__ = ["CrossMatchTrainer", "unwrap_network"]
+__all__ = ["COMPILE_MODES", "CrossMatchTrainer", "unwrap_network"]
+
+#: ``compile`` values of :class:`CrossMatchTrainer`: ``"none"`` (eager), or a ``torch.compile`` mode. On CUDA,
+#: ``"reduce-overhead"`` replays the fixed-shape passes as CUDA graphs.
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 
 def unwrap_network(network: nn.Module) -> nn.Module:
     """The module inside ``DistributedDataParallel`` / ``DataParallel`` / ``torch.compile`` wrappers."""
@@ -115,6 +121,20 @@ class CrossMatchTrainer(SupervisedTrainer):
             ``additional_metrics``) on every ``n``-th iteration only (and on the first of each epoch); the metric is
             then the mean over those iterations. Per-sample post-processing (``AsDiscreted``) costs tens of
             milliseconds an iteration, as much as a whole GPU step. The default 1 runs them on every iteration.
+        compile: ``"none"`` (default) runs the passes eagerly; ``"default"``, ``"reduce-overhead"`` or
+            ``"max-autotune"`` run them through ``torch.compile`` with that mode (``"reduce-overhead"``: CUDA
+            graphs of the fixed-shape passes on a GPU). The trainer keeps ``network`` itself for checkpoints and
+            evaluation; only the training passes call the compiled module. Compiling happens on the first call of
+            each pass; if it fails, a warning is logged once and the step continues eagerly (a pass that failed is
+            re-run eagerly). Inductor draws its own dropout masks, so for a given seed the compiled step differs
+            from the eager one as channels-last does (same distributions).
+        compile_backend: the ``torch.compile`` backend (``"inductor"``; ``"aot_eager"`` traces without code
+            generation, for checks; or a backend callable).
+        device_views: an optional callable that makes the unlabeled strong views and CutMix boxes on the training
+            device, batched (e.g. :class:`crossmatch_ext.transforms.BatchedUnlabeledViews`): it is called with
+            ``{image_key: weak view batch}`` (already on ``device``) for the unlabeled batch and for the mix batch,
+            and returns that mapping with ``strong_keys`` and ``box_keys`` added. The loaders then only deliver the
+            weak view. ``None`` (default): the views and boxes come with the batch from the loader workers.
         image_key, label_key: keys of the labeled images / labels and of the unlabeled weak view.
         strong_keys: keys of the two strong views of an unlabeled item.
         box_keys: keys of the two CutMix boxes of an unlabeled item.
@@ -145,6 +165,9 @@ class CrossMatchTrainer(SupervisedTrainer):
         merge_teacher_passes: bool = False,
         channels_last: bool = False,
         train_metric_interval: int = 1,
+        compile: str | bool = "none",
+        compile_backend: str | Callable = "inductor",
+        device_views: Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]] | None = None,
         image_key: str = "image",
         label_key: str = "label",
         strong_keys: Sequence[str] = ("image_s1", "image_s2"),
@@ -161,9 +184,13 @@ class CrossMatchTrainer(SupervisedTrainer):
                 "CrossMatchTrainer needs a crossmatch_ext.networks.FeaturePerturbedNetwork (network + feature "
                 f"perturbation) as `network`, got {type(inner).__name__}."
             )
+        compile = {True: "default", False: "none", None: "none"}.get(compile, compile)  # type: ignore[call-overload]
+        if compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be one of {COMPILE_MODES} (or a bool), got {compile!r}.")
         if int(train_metric_interval) < 1:
             raise ValueError(f"train_metric_interval must be a positive integer, got {train_metric_interval}.")
         self.train_metric_interval = int(train_metric_interval)  # read by the registrations in super().__init__
+        kwargs.setdefault("non_blocking", True)  # host-to-device copies overlap the step (pinned loader memory)
         epoch_length = kwargs.pop("epoch_length", None)
         if epoch_length is None:
             try:
@@ -200,6 +227,15 @@ class CrossMatchTrainer(SupervisedTrainer):
                 module.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # torch's stubs omit it
             elif any(p.dim() == 4 for p in module.parameters()):
                 module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
+        self.compile_mode = str(compile)
+        self.compile_backend = compile_backend
+        self._compiled: Callable[..., torch.Tensor] | None = None
+        if self.compile_mode != "none":
+            options: dict[str, Any] = {"backend": self.compile_backend, "dynamic": False}
+            if self.compile_backend == "inductor":
+                options["mode"] = self.compile_mode
+            self._compiled = torch.compile(network, **options)
+        self.device_views = device_views
         self.image_key, self.label_key = image_key, label_key
         self.strong_keys = tuple(strong_keys)
         self.box_keys = tuple(box_keys)
@@ -268,6 +304,35 @@ class CrossMatchTrainer(SupervisedTrainer):
             self._grad_scaler = torch.amp.GradScaler("cuda")
         return self._grad_scaler
 
+    def _forward(self, network: nn.Module, images: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """One training pass of ``network`` (compiled when ``compile`` is set, see the class docstring)."""
+        if self._compiled is None:
+            return network(images, **kwargs)
+        try:
+            return self._compiled(images, **kwargs)
+        except Exception as error:  # a compiler failure must not end the run: continue eagerly
+            self._compiled = None
+            cause: BaseException = error
+            while True:  # torch wraps the backend's own error
+                inner = getattr(cause, "inner_exception", None) or cause.__cause__
+                if inner is None or inner is cause:
+                    break
+                cause = inner
+            detail = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+            backend = getattr(self.compile_backend, "__name__", self.compile_backend)
+            warnings.warn(
+                f"torch.compile (mode {self.compile_mode!r}, backend {backend!r}) failed, the training step "
+                f"continues eagerly: {type(cause).__name__}: {detail}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return network(images, **kwargs)
+
+    def _mark_step(self) -> None:
+        """Tell CUDA-graph replays that a new step starts (outputs of the previous step may be overwritten)."""
+        if self._compiled is not None and self.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
+
     @contextmanager
     def _teacher(self, network: nn.Module) -> Any:
         """No-grad context for the mix passes, in the configured mode; restores train mode afterwards."""
@@ -332,8 +397,12 @@ class CrossMatchTrainer(SupervisedTrainer):
         supervised = loss_function.supervised if isinstance(loss_function, CrossMatchLoss) else loss_function
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        self._mark_step()
         with self._autocast():
-            pred = engine.inferer(image, engine.network)
+            if self._compiled is not None and isinstance(engine.inferer, SimpleInferer):
+                pred = self._forward(engine.network, image)
+            else:
+                pred = engine.inferer(image, engine.network)
             engine.state.output[Keys.PRED] = pred
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             loss = supervised(pred, label).mean()
@@ -355,6 +424,11 @@ class CrossMatchTrainer(SupervisedTrainer):
         x = _tensor(image, device, non_blocking, cl)
         y = _tensor(label, device, non_blocking)
         weak = _tensor(unlabeled[self.image_key], device, non_blocking, cl)
+        self._mark_step()
+        if self.device_views is not None:  # strong views and boxes made here, batched, from the weak views
+            unlabeled = self.device_views({self.image_key: weak})
+            if mix is not None:
+                mix = self.device_views({self.image_key: _tensor(mix[self.image_key], device, non_blocking, cl)})
         strong1 = _tensor(unlabeled[self.strong_keys[0]], device, non_blocking, cl)
         strong2 = _tensor(unlabeled[self.strong_keys[1]], device, non_blocking, cl)
         num_labeled, num_unlabeled = x.shape[0], weak.shape[0]
@@ -376,14 +450,14 @@ class CrossMatchTrainer(SupervisedTrainer):
             # P1 and P2: pseudo-labels of the mix image, no gradient.
             with self._teacher(network):
                 if not self.merge_teacher_passes:
-                    mix_teacher = PseudoLabel.from_logits(network(mix_weak))
+                    mix_teacher = PseudoLabel.from_logits(self._forward(network, mix_weak))
                 if self.teacher_batch == "labeled_and_mix":
-                    out = network(torch.cat([x, mix_weak]), perturbed=num_unlabeled)
+                    out = self._forward(network, torch.cat([x, mix_weak]), perturbed=num_unlabeled)
                     _, mix_clean_logits, mix_weak_fp_logits, mix_strong_fp_logits = out.split(
                         [num_labeled, num_unlabeled, num_unlabeled, num_unlabeled]
                     )
                 else:
-                    out = network(mix_weak, perturbed=num_unlabeled)
+                    out = self._forward(network, mix_weak, perturbed=num_unlabeled)
                     mix_clean_logits, mix_weak_fp_logits, mix_strong_fp_logits = out.split([num_unlabeled] * 3)
                 if self.merge_teacher_passes:
                     mix_teacher = PseudoLabel.from_logits(mix_clean_logits)
@@ -403,7 +477,7 @@ class CrossMatchTrainer(SupervisedTrainer):
         # P3: labeled + weak view, weak view feature-perturbed.
         with self._no_sync(network) if split else nullcontext():
             with self._autocast():
-                out = network(torch.cat([x, weak]), perturbed=num_unlabeled)
+                out = self._forward(network, torch.cat([x, weak]), perturbed=num_unlabeled)
             pred_x, pred_weak, pred_weak_wfp, pred_weak_sfp = out.split(
                 [num_labeled, num_unlabeled, num_unlabeled, num_unlabeled]
             )
@@ -429,7 +503,7 @@ class CrossMatchTrainer(SupervisedTrainer):
             weak_fp_mixed2, strong_fp_mixed2 = weak_fp, strong_fp
         # P4: both strong views, view 2 feature-perturbed.
         with self._autocast():
-            out = network(torch.cat([strong1, strong2]), perturbed=num_unlabeled)
+            out = self._forward(network, torch.cat([strong1, strong2]), perturbed=num_unlabeled)
         pred_s1, pred_s2, pred_s2_wfp, pred_s2_sfp = out.split([num_unlabeled] * 4)
         engine.state.output[Keys.PRED] = pred_x
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
