@@ -283,15 +283,9 @@ class Progress:
 
 
 def _read_log(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line being written
-    return records
+    from crossmatch_ext.engines import read_training_log
+
+    return read_training_log(path)
 
 
 def _train_status(run: Run, started: float) -> str:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from .builders import build_train_loader, loss_terms
-from .handlers import HandlerGroup, TrainingLog, TrainingProgressBar
+from .handlers import HandlerGroup, TrainingLog, TrainingProgressBar, read_training_log
 from .loaders import CrossMatchLoader
 from .schedules import ConstantThreshold, OfficialRampThreshold, sigmoid_rampup
 from .trainer import CrossMatchTrainer, unwrap_network
 
 __all__ = [
+    "read_training_log",
     "ConstantThreshold",
     "CrossMatchLoader",
     "CrossMatchTrainer",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -74,6 +75,42 @@ class TrainingProgressBar:
             self._bar = None
 
 
+def read_training_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Read a ``training_log.jsonl`` written by :class:`TrainingLog`, tolerating a killed writer.
+
+    An incomplete or undecodable line (a line being written, or the tail of a killed run) is skipped; one in the
+    middle of the file is reported with a warning naming the file and line number.
+
+    Args:
+        path: the ``.jsonl`` file; a missing file reads as no records.
+
+    Returns:
+        the decoded records, in file order.
+    """
+    import json
+    import warnings
+
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8", errors="replace") as stream:
+        lines = stream.read().split("\n")
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    records: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict):
+            if number - 1 != last:
+                warnings.warn(f"{os.fspath(path)}:{number}: skipped a line that is not a JSON record.", stacklevel=2)
+            continue
+        records.append(record)
+    return records
+
+
 class TrainingLog:
     """Machine-readable training log: one JSON line per logged iteration and per validation.
 
@@ -121,8 +158,14 @@ class TrainingLog:
 
         record["wall_time"] = time.time()
         safe = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
-        with open(self.path, "a", encoding="utf-8") as stream:
-            stream.write(json.dumps(safe) + "\n")
+        line = json.dumps(safe) + "\n"
+        with open(self.path, "ab+") as stream:
+            # a killed run can leave a partial last line: start on a new line rather than glue onto it
+            if stream.seek(0, 2) > 0:
+                stream.seek(-1, 2)
+                if stream.read(1) != b"\n":
+                    line = "\n" + line
+            stream.write(line.encode("utf-8"))
 
     def _train(self, engine: Engine) -> None:
         iteration = engine.state.iteration

@@ -51,3 +51,19 @@ def test_training_log_appends_on_resume(tmp_path):
 def test_training_log_rejects_bad_interval(tmp_path):
     with pytest.raises(ValueError, match="interval"):
         TrainingLog(str(tmp_path / "x.jsonl"), loss_terms, interval=0)
+
+
+def test_partial_last_line_is_read_and_appended_after(tmp_path) -> None:
+    import json
+
+    from crossmatch_ext.engines import TrainingLog, read_training_log
+
+    path = tmp_path / "training_log.jsonl"
+    path.write_text('{"event": "train", "iteration": 1}\n{"event": "train", "itera', encoding="utf-8")
+    assert read_training_log(path) == [{"event": "train", "iteration": 1}]
+    TrainingLog(str(path), output_transform=lambda _: {})._write({"event": "train", "iteration": 2})
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert json.loads(lines[-1])["iteration"] == 2
+    with pytest.warns(UserWarning, match="training_log.jsonl:2"):
+        records = read_training_log(path)  # the killed line, now in the middle, is reported
+    assert [r["iteration"] for r in records] == [1, 2]
