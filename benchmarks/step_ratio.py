@@ -70,11 +70,13 @@ def main() -> None:
 
     from ignite.engine import Events
     from step_time import _batch, build_step_objects
+    import test_step_equivalence
     from test_step_equivalence import _reference_step
 
     from crossmatch_ext.engines import CrossMatchTrainer
     from crossmatch_ext.losses import LOSS_WEIGHT_ALIASES, LOSS_WEIGHT_PRESETS
 
+    test_step_equivalence.B = batch  # the transcription's batch size per loader
     rng = np.random.RandomState(0)
     total = args.rounds + args.warmup
     batches = [
