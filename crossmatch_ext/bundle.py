@@ -21,13 +21,12 @@ import platform
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import monai
 import torch
-from ignite.engine import Engine
 from monai.handlers import StatsHandler, TensorBoardStatsHandler
 
 # every module a bundle config reaches as ``crossmatch_ext.<module>``: ``$import crossmatch_ext.bundle`` is the one
@@ -39,7 +38,7 @@ import crossmatch_ext.losses
 import crossmatch_ext.metrics
 import crossmatch_ext.networks
 import crossmatch_ext.transforms  # noqa: F401
-from crossmatch_ext.engines import HandlerGroup, TrainingLog, TrainingProgressBar, loss_terms
+from crossmatch_ext.engines import HandlerGroup
 from crossmatch_ext.engines.checkpoints import AtomicCheckpointSaver
 from crossmatch_ext.errors import InputError, SettingError, install_error_hook
 from crossmatch_ext.wiring import (
@@ -47,11 +46,14 @@ from crossmatch_ext.wiring import (
     ConfigIds,
     EvaluationHandlers,
     TrainingHandlers,
+    TrainingMonitors,
+    autocast_kwargs,
     checkpoint_handlers,
     crossmatch_trainer,
     distributed_network,
     distributed_train_network,
     end_distributed,
+    every,
     find_config_parser,
     inference_evaluator,
     init_distributed,
@@ -62,6 +64,7 @@ from crossmatch_ext.wiring import (
     validation_evaluator,
     validation_loader,
 )
+from crossmatch_ext.wiring import checkpoint_handlers as build_checkpoint_handlers
 
 __all__ = [
     "EvaluationHandlers",
@@ -102,8 +105,6 @@ logger = logging.getLogger(__name__)
 
 install_error_hook()
 
-_AUTOCAST_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
-
 
 def find_bundle_root(name: str) -> str:
     """The directory of bundle ``name`` for a config that does not set ``bundle_root``.
@@ -137,70 +138,6 @@ def find_bundle_root(name: str) -> str:
         if (candidate / "configs" / "metadata.json").is_file() and (candidate.name == name or candidate != cwd):
             return os.fspath(candidate)
     return os.fspath(cwd)
-
-
-def autocast_kwargs(amp_dtype: str) -> dict[str, Any]:
-    """MONAI's ``amp_kwargs`` (the arguments of ``torch.autocast``) for the config key ``amp_dtype``.
-
-    The trainer and the validation evaluator take the same dict, so both autocast to the same type.
-
-    Args:
-        amp_dtype: ``"bfloat16"`` or ``"float16"`` (float16 training adds a gradient scaler).
-
-    Returns:
-        ``{"dtype": torch.<amp_dtype>}``.
-
-    Raises:
-        ValueError: for another type name.
-    """
-    if amp_dtype not in _AUTOCAST_DTYPES:
-        raise ValueError(f"amp_dtype must be one of {sorted(_AUTOCAST_DTYPES)}, got {amp_dtype!r}.")
-    return {"dtype": _AUTOCAST_DTYPES[amp_dtype]}
-
-
-def every(interval: int) -> Callable[[Engine, int], bool]:
-    """An Ignite event filter true every ``interval`` iterations (``StatsHandler(iteration_log=...)``).
-
-    ``StatsHandler`` reads a plain int as a bool (log every iteration), hence this filter.
-
-    Raises:
-        ValueError: for an interval below 1.
-    """
-    interval = int(interval)
-    if interval < 1:
-        raise ValueError(f"log_interval must be >= 1, got {interval}.")
-    return lambda engine, iteration: iteration % interval == 0
-
-
-class TrainingMonitors(HandlerGroup):
-    """The training run's monitors as one handler: a progress bar, the loss terms in the console every
-    ``log_interval`` iterations (``StatsHandler``), at every iteration in TensorBoard (``<output_dir>/tensorboard``)
-    and every ``log_interval`` iterations in ``<output_dir>/training_log.jsonl`` with the validations' metrics
-    (:class:`~crossmatch_ext.engines.TrainingLog`, for curves and scripts).
-
-    Args:
-        output_dir: the bundle's output folder.
-        log_interval: iterations between console lines.
-        output_transform: ``engine.state.output`` to ``{name: float}`` (default: the CrossMatch loss terms).
-        validator: the in-training evaluator, whose metrics join the JSON-lines log (optional).
-    """
-
-    def __init__(
-        self,
-        output_dir: str | os.PathLike,
-        log_interval: int,
-        output_transform: Callable[[Any], dict[str, float]] = loss_terms,
-        validator: Engine | None = None,
-    ) -> None:
-        super().__init__([
-            TrainingProgressBar(output_transform=output_transform, refresh_every=1),
-            StatsHandler(tag_name="train_loss", epoch_log=False, iteration_log=every(log_interval),
-                         output_transform=output_transform),
-            TensorBoardStatsHandler(log_dir=os.path.join(os.fspath(output_dir), "tensorboard"), tag_name="train",
-                                    output_transform=output_transform),
-            TrainingLog(os.path.join(os.fspath(output_dir), "training_log.jsonl"), output_transform,
-                        interval=log_interval, validator=validator),
-        ])
 
 
 def validation_handlers(output_dir: str | os.PathLike, ckpt_dir: str | os.PathLike, network: torch.nn.Module) -> list:
@@ -280,8 +217,6 @@ def run_training(trainer: Any = None, checkpoint_handlers: Sequence[Any] | None 
         if checkpoint_handlers is None:
             checkpoint_handlers = ids.get("train::checkpoint_handlers", None)
         if checkpoint_handlers is None:
-            from crossmatch_ext.wiring import checkpoint_handlers as build_checkpoint_handlers
-
             checkpoint_handlers = build_checkpoint_handlers(ids.parser, trainer=trainer)
     for handler in checkpoint_handlers:
         handler.attach(trainer)

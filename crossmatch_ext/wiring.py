@@ -28,15 +28,24 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+from ignite.engine import Engine
 from monai.bundle import ConfigParser
 from monai.engines import SupervisedEvaluator
-from monai.handlers import CheckpointLoader, LrScheduleHandler, MeanDice, StatsHandler, ValidationHandler, from_engine
+from monai.handlers import (
+    CheckpointLoader,
+    LrScheduleHandler,
+    MeanDice,
+    StatsHandler,
+    TensorBoardStatsHandler,
+    ValidationHandler,
+    from_engine,
+)
 from monai.inferers import SimpleInferer
 from monai.transforms import AsDiscreted, Compose
 
-from crossmatch_ext.engines.builders import build_train_loader
+from crossmatch_ext.engines.builders import build_train_loader, loss_terms
 from crossmatch_ext.engines.checkpoints import training_checkpoint_handlers
-from crossmatch_ext.engines.handlers import HandlerGroup
+from crossmatch_ext.engines.handlers import HandlerGroup, TrainingLog, TrainingProgressBar
 from crossmatch_ext.engines.trainer import CrossMatchTrainer
 from crossmatch_ext.errors import SettingError
 from crossmatch_ext.networks import FeaturePerturbation, FeaturePerturbedNetwork
@@ -47,11 +56,14 @@ __all__ = [
     "ConfigIds",
     "EvaluationHandlers",
     "TrainingHandlers",
+    "TrainingMonitors",
+    "autocast_kwargs",
     "checkpoint_handlers",
     "crossmatch_trainer",
     "distributed_network",
     "distributed_train_network",
     "end_distributed",
+    "every",
     "inference_evaluator",
     "init_distributed",
     "one_hot_postprocessing",
@@ -195,13 +207,78 @@ def _dice(name: str) -> dict[str, MeanDice]:
     return {name: MeanDice(include_background=False, output_transform=from_engine(["pred", "label"]))}
 
 
+_AUTOCAST_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def autocast_kwargs(amp_dtype: str) -> dict[str, Any]:
+    """MONAI's ``amp_kwargs`` (the arguments of ``torch.autocast``) for the config key ``amp_dtype``.
+
+    The trainer and the validation evaluator take the same dict, so both autocast to the same type.
+
+    Args:
+        amp_dtype: ``"bfloat16"`` or ``"float16"`` (float16 training adds a gradient scaler).
+
+    Returns:
+        ``{"dtype": torch.<amp_dtype>}``.
+
+    Raises:
+        ValueError: for another type name.
+    """
+    if amp_dtype not in _AUTOCAST_DTYPES:
+        raise ValueError(f"amp_dtype must be one of {sorted(_AUTOCAST_DTYPES)}, got {amp_dtype!r}.")
+    return {"dtype": _AUTOCAST_DTYPES[amp_dtype]}
+
+
+def every(interval: int) -> Callable[[Engine, int], bool]:
+    """An Ignite event filter true every ``interval`` iterations (``StatsHandler(iteration_log=...)``).
+
+    ``StatsHandler`` reads a plain int as a bool (log every iteration), hence this filter.
+
+    Raises:
+        ValueError: for an interval below 1.
+    """
+    interval = int(interval)
+    if interval < 1:
+        raise ValueError(f"log_interval must be >= 1, got {interval}.")
+    return lambda engine, iteration: iteration % interval == 0
+
+
+class TrainingMonitors(HandlerGroup):
+    """The training run's monitors as one handler: a progress bar, the loss terms in the console every
+    ``log_interval`` iterations (``StatsHandler``), at every iteration in TensorBoard (``<output_dir>/tensorboard``)
+    and every ``log_interval`` iterations in ``<output_dir>/training_log.jsonl`` with the validations' metrics
+    (:class:`~crossmatch_ext.engines.TrainingLog`, for curves and scripts).
+
+    Args:
+        output_dir: the bundle's output folder.
+        log_interval: iterations between console lines.
+        output_transform: ``engine.state.output`` to ``{name: float}`` (default: the CrossMatch loss terms).
+        validator: the in-training evaluator, whose metrics join the JSON-lines log (optional).
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        log_interval: int,
+        output_transform: Callable[[Any], dict[str, float]] = loss_terms,
+        validator: Engine | None = None,
+    ) -> None:
+        super().__init__([
+            TrainingProgressBar(output_transform=output_transform, refresh_every=1),
+            StatsHandler(tag_name="train_loss", epoch_log=False, iteration_log=every(log_interval),
+                         output_transform=output_transform),
+            TensorBoardStatsHandler(log_dir=os.path.join(os.fspath(output_dir), "tensorboard"), tag_name="train",
+                                    output_transform=output_transform),
+            TrainingLog(os.path.join(os.fspath(output_dir), "training_log.jsonl"), output_transform,
+                        interval=log_interval, validator=validator),
+        ])
+
+
 def _num_classes(ids: ConfigIds) -> int:
     return int(ids.get("network_def::out_channels"))
 
 
 def _amp_kwargs(ids: ConfigIds) -> dict[str, Any]:
-    from crossmatch_ext.bundle import autocast_kwargs
-
     return ids.get("amp_kwargs", None, lambda: autocast_kwargs(ids.get("amp_dtype", "bfloat16")))
 
 
@@ -226,8 +303,6 @@ class TrainingHandlers(HandlerGroup):
     """
 
     def __init__(self, parser: ConfigParser | None = None, **given: Any) -> None:
-        from crossmatch_ext.bundle import TrainingMonitors
-
         unknown = set(given) - {"lr_scheduler", "validator", "val_interval", "output_dir", "log_interval"}
         if unknown:
             raise SettingError(f"crossmatch_ext.bundle.TrainingHandlers got unknown arguments {sorted(unknown)}.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -156,3 +157,18 @@ def test_with_validation_off_the_evaluator_is_not_built(tmp_path, la_data, reads
     (handlers,) = parser.get_parsed_content("train::handlers")
     assert "validate::evaluator" not in reads["crossmatch_ext.bundle.TrainingHandlers"]
     assert len(handlers.handlers) == 2  # LR schedule and monitors
+
+
+def test_wiring_does_not_import_bundle() -> None:
+    """The imports run one way: ``crossmatch_ext.bundle`` builds on ``crossmatch_ext.wiring``, never the reverse
+    (neither at module level nor inside a function)."""
+    tree = ast.parse(Path(wiring.__file__).read_text())
+    imported: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            imported.add(("." * node.level) + module)
+            imported.update(f"{module}.{alias.name}" for alias in node.names)
+    assert not {name for name in imported if name.startswith(("crossmatch_ext.bundle", ".bundle", "..bundle"))}
