@@ -80,6 +80,7 @@ __all__ = [
     "check_training_run",
     "checkpoint_handlers",
     "crossmatch_trainer",
+    "default_amp",
     "distributed_network",
     "distributed_train_network",
     "effective_settings",
@@ -138,6 +139,31 @@ def find_bundle_root(name: str) -> str:
         if (candidate / "configs" / "metadata.json").is_file() and (candidate.name == name or candidate != cwd):
             return os.fspath(candidate)
     return os.fspath(cwd)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX tiles), as torch reports it."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def default_amp(device: torch.device | str) -> tuple[bool, str]:
+    """The default of the ``amp`` setting on ``device``, and why.
+
+    bfloat16 autocast on CUDA and on a CPU with native bfloat16; float32 elsewhere. ``--amp False`` always gives
+    float32.
+
+    Args:
+        device: the device the run uses.
+
+    Returns:
+        ``(amp, reason)``: whether to autocast, and a short reason for the training log.
+    """
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return True, "CUDA device"
+    if kind == "cpu" and cpu_has_native_bf16():
+        return True, "CPU with native bf16"
+    return False, f"{kind} device without native bf16"
 
 
 def validation_handlers(output_dir: str | os.PathLike, ckpt_dir: str | os.PathLike, network: torch.nn.Module) -> list:
