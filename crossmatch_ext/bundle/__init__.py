@@ -123,7 +123,8 @@ def find_bundle_root(name: str) -> str:
         The bundle directory as a string.
     """
     cwd = Path.cwd()
-    candidates = [cwd, cwd / "bundles" / name, Path(__file__).resolve().parent.parent / "bundles" / name]
+    # this file is <checkout>/crossmatch_ext/bundle/__init__.py
+    candidates = [cwd, cwd / "bundles" / name, Path(__file__).resolve().parents[2] / "bundles" / name]
     from monai.bundle import ConfigWorkflow
 
     frame: Any = sys._getframe(1)
@@ -438,9 +439,9 @@ def check_training_run(bundle: str, parser: Any = None, min_free_bytes: int | No
     """
     import torch
 
-    from .data.datasets import raw_label_map
-    from .data.validation import validate_datalists
-    from .io import atomic_open
+    from crossmatch_ext.data.datasets import raw_label_map
+    from crossmatch_ext.data.validation import validate_datalists
+    from crossmatch_ext.io import atomic_open
 
     parser = parser if parser is not None else find_config_parser()
     if parser is None:
@@ -485,7 +486,7 @@ def check_training_run(bundle: str, parser: Any = None, min_free_bytes: int | No
 
     import monai
 
-    from . import __version__
+    from crossmatch_ext import __version__
 
     settings = effective_settings(parser)
     record = {
