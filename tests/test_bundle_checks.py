@@ -144,7 +144,7 @@ def test_label_map_comes_from_the_dataset_module(dataset: Path, tmp_path: Path, 
 def test_default_amp_by_device(monkeypatch: pytest.MonkeyPatch) -> None:
     """bf16 autocast on CUDA and on a CPU with native bf16, float32 on other CPUs."""
     assert bundle.default_amp("cuda:0")[0] is True
-    monkeypatch.setattr(bundle, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(bundle.config, "cpu_has_native_bf16", lambda: True)
     assert bundle.default_amp("cpu") == (True, "CPU with native bf16")
-    monkeypatch.setattr(bundle, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(bundle.config, "cpu_has_native_bf16", lambda: False)
     assert bundle.default_amp(torch.device("cpu"))[0] is False

@@ -1,8 +1,7 @@
-"""The shared bundle wiring: builders that read their parts from the config by id (crossmatch_ext.wiring)."""
+"""The shared bundle wiring: builders that read their parts from the config by id (crossmatch_ext.bundle)."""
 
 from __future__ import annotations
 
-import ast
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -13,11 +12,8 @@ import torch.distributed as dist
 from monai.bundle import ConfigParser
 from monai.data import DistributedSampler
 
-import crossmatch_ext.wiring as wiring
-from crossmatch_ext.data import write_la_dataset
-from crossmatch_ext.errors import SettingError
-from crossmatch_ext.networks import FeaturePerturbation, UNet
-from crossmatch_ext.wiring import (
+import crossmatch_ext.bundle.training as training
+from crossmatch_ext.bundle import (
     CONFIG_READS,
     ConfigIds,
     TrainingHandlers,
@@ -25,6 +21,9 @@ from crossmatch_ext.wiring import (
     distributed_train_network,
     validation_loader,
 )
+from crossmatch_ext.data import write_la_dataset
+from crossmatch_ext.errors import SettingError
+from crossmatch_ext.networks import FeaturePerturbation, UNet
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LA = REPO_ROOT / "bundles" / "crossmatch_la"
@@ -117,7 +116,7 @@ def test_only_the_first_process_monitors(tmp_path, la_data, monkeypatch):
     parser = _parser(tmp_path, la_data)
     (first,) = parser.get_parsed_content("train::handlers")
     assert first.monitors is not None and len(first.handlers) == 3  # LR schedule, validation, monitors
-    monkeypatch.setattr(wiring, "process_rank", lambda: 1)
+    monkeypatch.setattr(training, "process_rank", lambda: 1)
     second = TrainingHandlers(parser)
     assert second.monitors is None and len(second.handlers) == 2
     assert second.handlers[1].validator is first.handlers[1].validator  # the same evaluator instance
@@ -157,18 +156,3 @@ def test_with_validation_off_the_evaluator_is_not_built(tmp_path, la_data, reads
     (handlers,) = parser.get_parsed_content("train::handlers")
     assert "validate::evaluator" not in reads["crossmatch_ext.bundle.TrainingHandlers"]
     assert len(handlers.handlers) == 2  # LR schedule and monitors
-
-
-def test_wiring_does_not_import_bundle() -> None:
-    """The imports run one way: ``crossmatch_ext.bundle`` builds on ``crossmatch_ext.wiring``, never the reverse
-    (neither at module level nor inside a function)."""
-    tree = ast.parse(Path(wiring.__file__).read_text())
-    imported: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            module = node.module or ""
-            imported.add(("." * node.level) + module)
-            imported.update(f"{module}.{alias.name}" for alias in node.names)
-    assert not {name for name in imported if name.startswith(("crossmatch_ext.bundle", ".bundle", "..bundle"))}
