@@ -156,3 +156,17 @@ def test_with_validation_off_the_evaluator_is_not_built(tmp_path, la_data, reads
     (handlers,) = parser.get_parsed_content("train::handlers")
     assert "validate::evaluator" not in reads["crossmatch_ext.bundle.TrainingHandlers"]
     assert len(handlers.handlers) == 2  # LR schedule and monitors
+
+
+def test_the_old_module_name_names_the_same_objects():
+    """``crossmatch_ext.wiring`` is kept for old imports: the names it had, the very objects of the package."""
+    import crossmatch_ext.bundle as bundle
+    import crossmatch_ext.wiring as wiring
+
+    old = {"CONFIG_READS", "TRAINER_SETTINGS", "ConfigIds", "EvaluationHandlers", "TrainingHandlers",
+           "TrainingMonitors", "autocast_kwargs", "checkpoint_handlers", "crossmatch_trainer", "distributed_network",
+           "distributed_train_network", "end_distributed", "every", "find_config_parser", "inference_evaluator",
+           "init_distributed", "one_hot_postprocessing", "process_device", "process_rank", "train_loader",
+           "validation_evaluator", "validation_loader"}
+    assert set(wiring.__all__) == old
+    assert all(getattr(wiring, name) is getattr(bundle, name) for name in old)
