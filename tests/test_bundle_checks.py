@@ -8,8 +8,10 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
+import torch
 from monai.bundle import ConfigWorkflow
 
+import crossmatch_ext.bundle as bundle
 from crossmatch_ext.bundle import check_setting, check_training_run, find_config_parser
 from crossmatch_ext.data import write_la_dataset
 from crossmatch_ext.errors import InputError, SettingError
@@ -137,3 +139,12 @@ def test_label_map_comes_from_the_dataset_module(dataset: Path, tmp_path: Path, 
     assert json.loads((tmp_path / "models" / "run_settings.json").read_text())["bundle"] == "my_bundle"
     with pytest.raises(SettingError, match=r"config key 'dataset_module' must be a text value, got 3 \(int\)"):
         check_training_run("crossmatch_la", parser=_parser(dataset, tmp_path, dataset_module=3))
+
+
+def test_default_amp_by_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16 autocast on CUDA and on a CPU with native bf16, float32 on other CPUs."""
+    assert bundle.default_amp("cuda:0")[0] is True
+    monkeypatch.setattr(bundle.config, "cpu_has_native_bf16", lambda: True)
+    assert bundle.default_amp("cpu") == (True, "CPU with native bf16")
+    monkeypatch.setattr(bundle.config, "cpu_has_native_bf16", lambda: False)
+    assert bundle.default_amp(torch.device("cpu"))[0] is False

@@ -1,4 +1,4 @@
-"""The shared bundle wiring: builders that read their parts from the config by id (crossmatch_ext.wiring)."""
+"""The shared bundle wiring: builders that read their parts from the config by id (crossmatch_ext.bundle)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,8 @@ import torch.distributed as dist
 from monai.bundle import ConfigParser
 from monai.data import DistributedSampler
 
-import crossmatch_ext.wiring as wiring
-from crossmatch_ext.data import write_la_dataset
-from crossmatch_ext.errors import SettingError
-from crossmatch_ext.networks import FeaturePerturbation, UNet
-from crossmatch_ext.wiring import (
+import crossmatch_ext.bundle.training as training
+from crossmatch_ext.bundle import (
     CONFIG_READS,
     ConfigIds,
     TrainingHandlers,
@@ -24,6 +21,9 @@ from crossmatch_ext.wiring import (
     distributed_train_network,
     validation_loader,
 )
+from crossmatch_ext.data import write_la_dataset
+from crossmatch_ext.errors import SettingError
+from crossmatch_ext.networks import FeaturePerturbation, UNet
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LA = REPO_ROOT / "bundles" / "crossmatch_la"
@@ -116,7 +116,7 @@ def test_only_the_first_process_monitors(tmp_path, la_data, monkeypatch):
     parser = _parser(tmp_path, la_data)
     (first,) = parser.get_parsed_content("train::handlers")
     assert first.monitors is not None and len(first.handlers) == 3  # LR schedule, validation, monitors
-    monkeypatch.setattr(wiring, "process_rank", lambda: 1)
+    monkeypatch.setattr(training, "process_rank", lambda: 1)
     second = TrainingHandlers(parser)
     assert second.monitors is None and len(second.handlers) == 2
     assert second.handlers[1].validator is first.handlers[1].validator  # the same evaluator instance
@@ -156,3 +156,17 @@ def test_with_validation_off_the_evaluator_is_not_built(tmp_path, la_data, reads
     (handlers,) = parser.get_parsed_content("train::handlers")
     assert "validate::evaluator" not in reads["crossmatch_ext.bundle.TrainingHandlers"]
     assert len(handlers.handlers) == 2  # LR schedule and monitors
+
+
+def test_the_old_module_name_names_the_same_objects():
+    """``crossmatch_ext.wiring`` is kept for old imports: the names it had, the very objects of the package."""
+    import crossmatch_ext.bundle as bundle
+    import crossmatch_ext.wiring as wiring
+
+    old = {"CONFIG_READS", "TRAINER_SETTINGS", "ConfigIds", "EvaluationHandlers", "TrainingHandlers",
+           "TrainingMonitors", "autocast_kwargs", "checkpoint_handlers", "crossmatch_trainer", "distributed_network",
+           "distributed_train_network", "end_distributed", "every", "find_config_parser", "inference_evaluator",
+           "init_distributed", "one_hot_postprocessing", "process_device", "process_rank", "train_loader",
+           "validation_evaluator", "validation_loader"}
+    assert set(wiring.__all__) == old
+    assert all(getattr(wiring, name) is getattr(bundle, name) for name in old)

@@ -21,8 +21,8 @@ import torch
 import yaml
 from monai.bundle import ConfigParser
 
+from crossmatch_ext.bundle import CONFIG_READS, TRAINER_SETTINGS
 from crossmatch_ext.data import write_acdc_dataset, write_la_dataset
-from crossmatch_ext.wiring import CONFIG_READS, TRAINER_SETTINGS
 
 from bundle_helpers import REPO_ROOT
 

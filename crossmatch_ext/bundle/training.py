@@ -1,0 +1,220 @@
+"""The training run of a bundle, written once: trainer, training loader, handlers, checkpoints and the ``run`` step.
+
+A MONAI 1.6 config cannot include another file, and MONAI Label reads a bundle's ``configs/train.yaml`` alone, so the
+wiring that is the same in every bundle lives in :mod:`crossmatch_ext.bundle` instead of in each config. A bundle's
+config keeps the MONAI ids that MONAI's bundle properties and MONAI Label address, and names a builder::
+
+    train:
+      handlers: [{_target_: crossmatch_ext.bundle.TrainingHandlers}]   # MONAI Label appends its own to this list
+      trainer:
+        _target_: crossmatch_ext.bundle.crossmatch_trainer
+        max_epochs: 1                                                   # MONAI Label sets it
+    validate:
+      evaluator: {_target_: crossmatch_ext.bundle.validation_evaluator}
+
+Each builder reads the parts it needs from the config being evaluated, by the ids every CrossMatch bundle defines
+(listed in its docstring and in :data:`~crossmatch_ext.bundle.CONFIG_READS`: e.g. the trainer's network is
+``train_network``, its loader ``train::dataloader``, its optimizer ``optimizer``); an argument written in the config
+entry, or on the command line as ``--train#trainer#<argument> value``, takes precedence over the id. Settings a
+bundle does not declare take the default given in :data:`~crossmatch_ext.bundle.TRAINER_SETTINGS`, and can still be
+set on the command line (``--channels_last True``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from monai.bundle import ConfigParser
+from monai.handlers import LrScheduleHandler, ValidationHandler
+from monai.inferers import SimpleInferer
+
+from crossmatch_ext.bundle.config import TRAINER_SETTINGS, ConfigIds, config_amp_kwargs, config_num_classes
+from crossmatch_ext.bundle.distributed import process_rank
+from crossmatch_ext.bundle.evaluation import mean_dice, one_hot_postprocessing
+from crossmatch_ext.bundle.monitors import TrainingMonitors
+from crossmatch_ext.engines.builders import build_train_loader
+from crossmatch_ext.engines.checkpoints import training_checkpoint_handlers
+from crossmatch_ext.engines.handlers import HandlerGroup
+from crossmatch_ext.engines.trainer import CrossMatchTrainer
+from crossmatch_ext.errors import SettingError
+
+__all__ = [
+    "TrainingHandlers",
+    "checkpoint_handlers",
+    "crossmatch_trainer",
+    "run_training",
+    "train_loader",
+]
+
+
+class TrainingHandlers(HandlerGroup):
+    """The training run's handlers, as one: the LR schedule every iteration, the in-training validation every
+    ``val_interval`` iterations, and (in the first process only) the monitors of
+    :class:`~crossmatch_ext.bundle.TrainingMonitors`: progress bar, console lines, TensorBoard, JSON-lines log.
+
+    Config ids read when an argument is not given: ``lr_scheduler``, ``validate::evaluator``, ``val_interval``,
+    ``output_dir``, ``log_interval``.
+
+    Configs list it as ``train::handlers: [{_target_: crossmatch_ext.bundle.TrainingHandlers}]``: a list, so that
+    MONAI Label can insert its checkpoint loader and ``--tracking mlflow`` append MONAI's MLflow handler.
+
+    Args:
+        lr_scheduler: the LR scheduler (stepped every iteration).
+        validator: the in-training evaluator (None: no validation).
+        val_interval: iterations between validations (0: none).
+        output_dir: the run's output folder (TensorBoard, ``training_log.jsonl``).
+        log_interval: iterations between console and JSON-lines log lines.
+        parser: the config parser (default: the one evaluating the config).
+    """
+
+    def __init__(self, parser: ConfigParser | None = None, **given: Any) -> None:
+        unknown = set(given) - {"lr_scheduler", "validator", "val_interval", "output_dir", "log_interval"}
+        if unknown:
+            raise SettingError(f"crossmatch_ext.bundle.TrainingHandlers got unknown arguments {sorted(unknown)}.")
+        ids = ConfigIds(parser, "crossmatch_ext.bundle.TrainingHandlers")
+        val_interval = int(given["val_interval"] if "val_interval" in given else ids.get("val_interval", 0))
+        args = ids.fill(given, {
+            "lr_scheduler": lambda: ids.get("lr_scheduler", None),
+            # with validation off, the evaluator (and its data) is not built
+            "validator": lambda: ids.get("validate::evaluator", None) if val_interval > 0 else None,
+            "output_dir": lambda: ids.get("output_dir"),
+            "log_interval": lambda: ids.get("log_interval", 50),
+        })
+        super().__init__()
+        if args["lr_scheduler"] is not None:
+            self.handlers.append(LrScheduleHandler(args["lr_scheduler"], print_lr=False, epoch_level=False))
+        if args["validator"] is not None and val_interval > 0:
+            self.handlers.append(ValidationHandler(val_interval, args["validator"], epoch_level=False))
+        self.monitors = None
+        if process_rank() == 0:
+            self.monitors = TrainingMonitors(args["output_dir"], args["log_interval"], validator=args["validator"])
+            self.handlers.append(self.monitors)
+
+
+def _setting_reader(ids: ConfigIds, name: str) -> Callable[[], Any]:
+    return lambda: ids.get(name, TRAINER_SETTINGS[name][0])
+
+
+def crossmatch_trainer(max_epochs: int = 1, parser: ConfigParser | None = None, **given: Any) -> CrossMatchTrainer:
+    """The bundle's :class:`~crossmatch_ext.engines.CrossMatchTrainer`, its arguments read from the config.
+
+    ========================  ==========================================================================
+    argument                  config id (default when the config lacks it)
+    ========================  ==========================================================================
+    device                    ``device``
+    max_iterations            ``num_iterations``; None under a MONAI Label server (``monailabel_studies``
+                              set), which trains for the request's ``max_epochs``
+    train_data_loader         ``train::dataloader``
+    network                   ``train_network`` (the network with its feature perturbation)
+    optimizer                 ``optimizer``
+    loss_function             ``loss``
+    confidence_threshold      ``threshold``
+    supervised_only           ``mode`` == ``"supervised"`` (``mode`` default ``"crossmatch"``)
+    teacher_mode              ``teacher_mode`` (``"train"``)
+    channels_last,            the settings of :data:`TRAINER_SETTINGS`, which bundles need not declare
+    teacher_batch,            (defaults: True, ``"labeled_and_mix"``, False, 10)
+    merge_teacher_passes,
+    train_metric_interval
+    inferer                   ``train::inferer`` (MONAI's ``SimpleInferer``)
+    postprocessing            ``train::postprocessing`` (argmax + one-hot over ``network_def::out_channels``)
+    key_train_metric          ``train::key_metric`` (``train_dice``: MONAI's ``MeanDice`` without background)
+    train_handlers            ``train::handlers`` (none)
+    amp, amp_kwargs           ``amp`` (False); ``amp_kwargs``, else the autocast type ``amp_dtype`` (bfloat16)
+    ========================  ==========================================================================
+
+    Args:
+        max_epochs: epochs to run; with ``max_iterations`` set, the trainer derives it (MONAI Label sets this key).
+        parser: the config parser (default: the one evaluating the config).
+        given: any argument of ``CrossMatchTrainer``, taking precedence over the config id.
+    """
+    ids = ConfigIds(parser, "crossmatch_ext.bundle.crossmatch_trainer")
+    arguments = ids.fill(given, {
+        "device": lambda: ids.get("device"),
+        "max_iterations": lambda: None if ids.get("monailabel_studies", None) else ids.get("num_iterations"),
+        "train_data_loader": lambda: ids.get("train::dataloader"),
+        "network": lambda: ids.get("train_network"),
+        "optimizer": lambda: ids.get("optimizer"),
+        "loss_function": lambda: ids.get("loss"),
+        "confidence_threshold": lambda: ids.get("threshold"),
+        "supervised_only": lambda: ids.get("mode", "crossmatch") == "supervised",
+        "teacher_mode": lambda: ids.get("teacher_mode", "train"),
+        **{name: _setting_reader(ids, name) for name in TRAINER_SETTINGS},
+        "inferer": lambda: ids.get("train::inferer", None, SimpleInferer),
+        "postprocessing": lambda: ids.get("train::postprocessing", None, lambda: one_hot_postprocessing(
+            config_num_classes(ids))),
+        "key_train_metric": lambda: ids.get("train::key_metric", None, lambda: mean_dice("train_dice")),
+        "train_handlers": lambda: ids.get("train::handlers", None),
+        "amp": lambda: ids.get("amp", False),
+        "amp_kwargs": lambda: config_amp_kwargs(ids),
+    })
+    return CrossMatchTrainer(max_epochs=max_epochs, **arguments)
+
+
+def train_loader(parser: ConfigParser | None = None, **given: Any) -> Any:
+    """The training loader (:func:`~crossmatch_ext.engines.build_train_loader`), its arguments read from the config.
+
+    Config ids: ``train::dataset`` (labeled), ``train::unlabeled_dataset``, ``mode`` (``"crossmatch"``),
+    ``batch_size``, ``num_workers`` (0), ``cutmix`` (True), ``seed`` (0), ``mix_replacement`` (False).
+
+    Args:
+        parser: the config parser (default: the one evaluating the config).
+        given: any argument of ``build_train_loader``, taking precedence over the config id.
+    """
+    ids = ConfigIds(parser, "crossmatch_ext.bundle.train_loader")
+    arguments = ids.fill(given, {
+        "labeled": lambda: ids.get("train::dataset"),
+        "unlabeled": lambda: ids.get("train::unlabeled_dataset", None),
+        "mode": lambda: ids.get("mode", "crossmatch"),
+        "batch_size": lambda: ids.get("batch_size"),
+        "num_workers": lambda: ids.get("num_workers", 0),
+        "cutmix": lambda: ids.get("cutmix", True),
+        "seed": lambda: ids.get("seed", 0),
+        "mix_replacement": lambda: ids.get("mix_replacement", False),
+    })
+    return build_train_loader(**arguments)
+
+
+def checkpoint_handlers(parser: ConfigParser | None = None, **given: Any) -> list[Any]:
+    """The training run's checkpoint handlers: final weights as ``<ckpt_dir>/model.pt`` and a resumable state every
+    ``val_interval`` iterations (:func:`~crossmatch_ext.engines.checkpoints.training_checkpoint_handlers`).
+
+    Config ids: ``ckpt_dir``, ``network`` (the bare network), ``optimizer``, ``lr_scheduler``, ``train::trainer``,
+    ``val_interval`` (``save_interval``), ``resume`` (False), ``device`` (``map_location``).
+    """
+    ids = ConfigIds(parser, "crossmatch_ext.bundle.checkpoint_handlers")
+    arguments = ids.fill(given, {
+        "ckpt_dir": lambda: ids.get("ckpt_dir"),
+        "network": lambda: ids.get("network"),
+        "optimizer": lambda: ids.get("optimizer"),
+        "lr_scheduler": lambda: ids.get("lr_scheduler"),
+        "trainer": lambda: ids.get("train::trainer"),
+        "save_interval": lambda: ids.get("val_interval", 0),
+        "resume": lambda: ids.get("resume", False),
+        "map_location": lambda: ids.get("device", None),
+    })
+    return training_checkpoint_handlers(**arguments)
+
+
+def run_training(trainer: Any = None, checkpoint_handlers: Sequence[Any] | None = None, parser: Any = None) -> None:
+    """The ``run`` step of training: attach the checkpoint handlers (outside ``train::handlers`` as they refer to
+    the trainer itself) and run the trainer.
+
+    Args:
+        trainer: the trainer (default: the config's ``train::trainer``).
+        checkpoint_handlers: default: :func:`~crossmatch_ext.bundle.checkpoint_handlers` of the config.
+        parser: the config parser (default: the one evaluating the config).
+    """
+    if trainer is None or checkpoint_handlers is None:
+        ids = ConfigIds(parser, "crossmatch_ext.bundle.run_training")
+        trainer = ids.get("train::trainer") if trainer is None else trainer
+        if checkpoint_handlers is None:
+            checkpoint_handlers = ids.get("train::checkpoint_handlers", None)
+        if checkpoint_handlers is None:
+            checkpoint_handlers = _build_checkpoint_handlers(ids.parser, trainer=trainer)
+    for handler in checkpoint_handlers:
+        handler.attach(trainer)
+    trainer.run()
+
+
+_build_checkpoint_handlers = checkpoint_handlers  # run_training's argument of the same name hides the builder
