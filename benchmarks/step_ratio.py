@@ -68,9 +68,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    import test_step_equivalence
     from ignite.engine import Events
     from step_time import _batch, build_step_objects
-    import test_step_equivalence
     from test_step_equivalence import _reference_step
 
     from crossmatch_ext.engines import CrossMatchTrainer

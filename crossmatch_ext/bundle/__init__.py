@@ -67,7 +67,14 @@ from .evaluation import (
     validation_loader,
 )
 from .monitors import TrainingMonitors, ValidationMonitors, every, validation_handlers
-from .training import TrainingHandlers, checkpoint_handlers, crossmatch_trainer, run_training, train_loader
+from .training import (
+    TrainingHandlers,
+    checkpoint_handlers,
+    crossmatch_trainer,
+    describe_precision,
+    run_training,
+    train_loader,
+)
 
 __all__ = [
     # config
@@ -108,6 +115,7 @@ __all__ = [
     "TrainingHandlers",
     "checkpoint_handlers",
     "crossmatch_trainer",
+    "describe_precision",
     "run_training",
     "train_loader",
     # checks

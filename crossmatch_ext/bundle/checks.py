@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import monai
+import torch
 
 from crossmatch_ext.bundle.config import (
     SETTING_KINDS,
@@ -40,8 +41,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def prepare_run(seed: int, output_dir: str | os.PathLike) -> None:
-    """The ``initialize`` step of a training or evaluation run: seeds and the output folder.
+def prepare_run(seed: int, output_dir: str | os.PathLike, deterministic: bool = False) -> None:
+    """The ``initialize`` step of a training or evaluation run: seeds, cuDNN's algorithm choice, the output folder.
+
+    Seeding (MONAI's ``set_determinism``) also pins cuDNN to deterministic algorithms without autotuning; that is
+    kept only with ``deterministic=True`` (bit-for-bit repeatable runs on one GPU). Otherwise cuDNN autotunes
+    (``cudnn.benchmark``): the fastest kernels for the fixed training shapes, the same results up to float
+    summation order. On a CPU the choice has no effect.
 
     Raises:
         SettingError: ``seed`` is not an integer.
@@ -49,14 +55,17 @@ def prepare_run(seed: int, output_dir: str | os.PathLike) -> None:
     """
     check_setting("seed", seed)
     monai.utils.set_determinism(seed=int(seed))
+    if not deterministic:
+        torch.backends.cudnn.deterministic = False
+        torch.backends.cudnn.benchmark = True
     _writable_dir("output_dir", output_dir)
 
 
 def prepare_training(bundle: str, distributed: bool = False, parser: Any = None) -> dict[str, Any]:
     """The ``initialize`` step of a training run: with ``distributed``, join the ``torchrun`` process group on the
     config's ``device`` (:func:`~crossmatch_ext.bundle.init_distributed`); then :func:`prepare_run` with the config's
-    ``seed`` (plus the process's rank, so that each process draws its own augmentations) and ``output_dir``, and
-    :func:`check_training_run`.
+    ``seed`` (plus the process's rank, so that each process draws its own augmentations), ``output_dir`` and
+    ``deterministic`` (default False: cuDNN autotuning), and :func:`check_training_run`.
 
     Args:
         bundle: the bundle's name, recorded in ``run_settings.json``.
@@ -71,7 +80,7 @@ def prepare_training(bundle: str, distributed: bool = False, parser: Any = None)
         init_distributed(ids.get("device"))
     seed = ids.get("seed", 0)
     check_setting("seed", seed)
-    prepare_run(int(seed) + process_rank(), ids.get("output_dir"))
+    prepare_run(int(seed) + process_rank(), ids.get("output_dir"), bool(ids.get("deterministic", False)))
     return check_training_run(bundle, ids.parser)
 
 

@@ -45,6 +45,8 @@ TRAINER_SETTINGS: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "teacher_batch": ("labeled_and_mix", ("labeled_and_mix", "mix")),  # mix: P2 on the mix batch alone (opt-in)
     "merge_teacher_passes": (False, (False, True)),  # True: the mix image's pseudo-label from P2 (opt-in)
     "train_metric_interval": (10, (10, 1)),  # the train Dice on every n-th iteration only
+    # torch.compile of the training passes (eager fallback on a compiler failure); reduce-overhead: CUDA graphs
+    "compile": ("none", ("none", "default", "reduce-overhead", "max-autotune")),
 }
 
 #: The config ids each builder reads when the config entry does not give the argument (the dependency of a builder
@@ -254,7 +256,7 @@ _TEXT = "a text value"
 SETTING_KINDS: dict[str, str] = {
     "amp": _BOOL, "cutmix": _BOOL, "resume": _BOOL, "legacy_cutmix_axes": _BOOL, "allow_overlap": _BOOL,
     "nesterov": _BOOL, "normalize_intensity": _BOOL, "largest_component": _BOOL, "mix_replacement": _BOOL,
-    "channels_last": _BOOL, "merge_teacher_passes": _BOOL,
+    "channels_last": _BOOL, "merge_teacher_passes": _BOOL, "deterministic": _BOOL,
     "seed": _INT, "num_labeled": _INT, "num_labeled_patients": _INT, "batch_size": _INT, "num_iterations": _INT,
     "val_interval": _INT, "log_interval": _INT, "num_workers": _INT, "lr_decay_iterations": _INT,
     "sw_batch_size": _INT, "unlabeled_bits": _INT, "train_metric_interval": _INT,
@@ -265,6 +267,7 @@ SETTING_KINDS: dict[str, str] = {
     "dataset_dir": _TEXT, "mode": _TEXT, "teacher_mode": _TEXT, "data_layout": _TEXT, "eval_protocol": _TEXT,
     "threshold_schedule": _TEXT, "loss_weighting": _TEXT, "perturbation_type": _TEXT, "perturbation_levels": _TEXT,
     "amp_dtype": _TEXT, "training_resize": _TEXT, "strong_blur": _TEXT, "strong_gamma": _TEXT, "teacher_batch": _TEXT,
+    "compile": _TEXT,
     "dataset_module": _TEXT,
 }
 
@@ -277,6 +280,7 @@ SETTING_CHOICES: dict[str, tuple[str, ...]] = {
     "strong_blur": ("isotropic", "per_axis"),
     "strong_gamma": ("signed", "rescaled"),
     "teacher_batch": ("labeled_and_mix", "mix"),
+    "compile": ("none", "default", "reduce-overhead", "max-autotune"),
 }
 
 

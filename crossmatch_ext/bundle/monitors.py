@@ -38,7 +38,7 @@ def every(interval: int) -> Callable[[Engine, int], bool]:
 
 class TrainingMonitors(HandlerGroup):
     """The training run's monitors as one handler: a progress bar, the loss terms in the console every
-    ``log_interval`` iterations (``StatsHandler``), at every iteration in TensorBoard (``<output_dir>/tensorboard``)
+    ``log_interval`` iterations (``StatsHandler``), in TensorBoard (``<output_dir>/tensorboard``)
     and every ``log_interval`` iterations in ``<output_dir>/training_log.jsonl`` with the validations' metrics
     (:class:`~crossmatch_ext.engines.TrainingLog`, for curves and scripts).
 
@@ -57,11 +57,13 @@ class TrainingMonitors(HandlerGroup):
         validator: Engine | None = None,
     ) -> None:
         super().__init__([
-            TrainingProgressBar(output_transform=output_transform, refresh_every=1),
+            # reading a loss value synchronises with a GPU: the bar reads them every min(log_interval, 10)
+            # iterations, the logs every log_interval, never on every step
+            TrainingProgressBar(output_transform=output_transform, refresh_every=min(int(log_interval), 10)),
             StatsHandler(tag_name="train_loss", epoch_log=False, iteration_log=every(log_interval),
                          output_transform=output_transform),
             TensorBoardStatsHandler(log_dir=os.path.join(os.fspath(output_dir), "tensorboard"), tag_name="train",
-                                    output_transform=output_transform),
+                                    iteration_log=every(log_interval), output_transform=output_transform),
             TrainingLog(os.path.join(os.fspath(output_dir), "training_log.jsonl"), output_transform,
                         interval=log_interval, validator=validator),
         ])

@@ -22,14 +22,22 @@ set on the command line (``--channels_last True``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 from monai.bundle import ConfigParser
 from monai.handlers import LrScheduleHandler, ValidationHandler
 from monai.inferers import SimpleInferer
 
-from crossmatch_ext.bundle.config import TRAINER_SETTINGS, ConfigIds, config_amp_kwargs, config_num_classes
+from crossmatch_ext.bundle.config import (
+    TRAINER_SETTINGS,
+    ConfigIds,
+    config_amp_kwargs,
+    config_num_classes,
+    default_amp,
+)
 from crossmatch_ext.bundle.distributed import process_rank
 from crossmatch_ext.bundle.evaluation import mean_dice, one_hot_postprocessing
 from crossmatch_ext.bundle.monitors import TrainingMonitors
@@ -43,9 +51,12 @@ __all__ = [
     "TrainingHandlers",
     "checkpoint_handlers",
     "crossmatch_trainer",
+    "describe_precision",
     "run_training",
     "train_loader",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 class TrainingHandlers(HandlerGroup):
@@ -120,7 +131,8 @@ def crossmatch_trainer(max_epochs: int = 1, parser: ConfigParser | None = None, 
     postprocessing            ``train::postprocessing`` (argmax + one-hot over ``network_def::out_channels``)
     key_train_metric          ``train::key_metric`` (``train_dice``: MONAI's ``MeanDice`` without background)
     train_handlers            ``train::handlers`` (none)
-    amp, amp_kwargs           ``amp`` (False); ``amp_kwargs``, else the autocast type ``amp_dtype`` (bfloat16)
+    amp, amp_kwargs           ``amp`` (False; the bundles give :func:`default_amp`); ``amp_kwargs``, else the
+                              autocast type ``amp_dtype`` (bfloat16). The precision is logged.
     ========================  ==========================================================================
 
     Args:
@@ -148,7 +160,18 @@ def crossmatch_trainer(max_epochs: int = 1, parser: ConfigParser | None = None, 
         "amp": lambda: ids.get("amp", False),
         "amp_kwargs": lambda: config_amp_kwargs(ids),
     })
+    logger.info(f"precision: {describe_precision(arguments['amp'], arguments['amp_kwargs'], arguments['device'])}")
     return CrossMatchTrainer(max_epochs=max_epochs, **arguments)
+
+
+def describe_precision(amp: bool, amp_kwargs: dict[str, Any], device: torch.device | str) -> str:
+    """One line for the training log: the precision the step runs in on ``device``, and how to change it."""
+    native = default_amp(device)
+    if not amp:
+        reason = "--amp False" if native[0] else f"default on a {native[1]}"
+        return f"float32 ({reason})"
+    dtype = str(amp_kwargs.get("dtype", torch.bfloat16)).replace("torch.", "")
+    return f"{dtype} autocast on {torch.device(device).type} ({native[1]}; --amp False for float32)"
 
 
 def train_loader(parser: ConfigParser | None = None, **given: Any) -> Any:

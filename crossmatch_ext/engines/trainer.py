@@ -184,7 +184,8 @@ class CrossMatchTrainer(SupervisedTrainer):
                 "CrossMatchTrainer needs a crossmatch_ext.networks.FeaturePerturbedNetwork (network + feature "
                 f"perturbation) as `network`, got {type(inner).__name__}."
             )
-        compile = {True: "default", False: "none", None: "none"}.get(compile, compile)  # type: ignore[call-overload]
+        if isinstance(compile, bool) or compile is None:
+            compile = "default" if compile else "none"
         if compile not in COMPILE_MODES:
             raise ValueError(f"compile must be one of {COMPILE_MODES} (or a bool), got {compile!r}.")
         if int(train_metric_interval) < 1:

@@ -13,11 +13,10 @@ import warnings
 
 import pytest
 import torch
+from test_step_equivalence import _batch, _setup, _trainer_step
 
 from crossmatch_ext.engines import CrossMatchTrainer
 from crossmatch_ext.losses import CrossMatchLoss
-
-from test_step_equivalence import _batch, _setup, _trainer_step
 
 
 def _compare(task, rtol, **compile_kwargs):
