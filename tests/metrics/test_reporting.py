@@ -119,7 +119,7 @@ def test_read_summary_from_file_or_folder(tmp_path: Path) -> None:
     assert read_summary(tmp_path, scope="class_2")["dice"]["mean"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="class_9"):
         read_summary(tmp_path, scope="class_9")
-    with pytest.raises(FileNotFoundError, match="metrics_summary.csv"):
+    with pytest.raises(FileNotFoundError, match=r"metrics_summary\.csv"):
         read_summary(tmp_path / "missing")
 
 
