@@ -559,124 +559,37 @@ def format_table(results: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------------------------ plots
 def plot_curves(runs: list[Run], path: Path) -> None:
-    import matplotlib
+    from crossmatch_ext.metrics.plots import plot_training_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [
-        ("total loss", ["loss"]),
-        ("supervised loss (Dice + CE) / 2", ["loss_supervised"]),
-        ("image-level terms (strong views vs mixed teacher)", ["loss_strong1", "loss_strong2"]),
-        ("distillation terms", ["loss_teacher_kd", "loss_decoder_kd"]),
-        ("share of confident pixels (mask ratio)", ["mask_ratio"]),
-        ("validation Dice (foreground mean)", ["val_mean_dice"]),
-    ]
     colors = {"crossmatch": "tab:blue", "supervised": "tab:orange"}
-    fig, axes = plt.subplots(2, 3, figsize=(16, 8.5))
-    for ax, (title, keys) in zip(axes.ravel(), panels):
-        for run in runs:
-            records = _read_log(run.training_log)
-            event = "validation" if keys == ["val_mean_dice"] else "train"
-            records = [r for r in records if r.get("event") == event]
-            for k, key in enumerate(keys):
-                points = [(r["iteration"], r[key]) for r in records if r.get(key) is not None]
-                if not points:
-                    continue
-                xs, ys = zip(*points)
-                if event == "train" and len(ys) > 20:  # moving average over ~5 % of the run
-                    width = max(3, len(ys) // 20)
-                    ys = [statistics.fmean(ys[max(0, i - width + 1): i + 1]) for i in range(len(ys))]
-                style = "-" if k == 0 else "--"
-                ax.plot(xs, ys, style, color=colors[run.mode], alpha=0.8, lw=1.2,
-                        marker="o" if event == "validation" else None, ms=3,
-                        label=f"{run.mode} s{run.seed}" + (f" {key}" if len(keys) > 1 else ""))
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("iteration")
-        ax.grid(alpha=0.3)
-        handles, _ = ax.get_legend_handles_labels()
-        if handles:
-            ax.legend(fontsize=7, ncol=2)
-    fig.suptitle(f"{runs[0].protocol.name}: training curves, both modes (moving averages; validation on the "
-                 "evaluation list, for curves only: the reported numbers are the final weights)", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _predict_cases(run: Run, num_cases: int, device: str) -> list[dict[str, Any]]:
-    """Run a trained bundle's own evaluation pipeline (preprocessing + inferer) on the first cases."""
-    import torch
-    from monai.bundle import ConfigParser
-
-    configs = BUNDLES[run.protocol.bundle] / "configs"
-    parser = ConfigParser()
-    parser.read_config([str(configs / "train.yaml"), str(configs / "evaluate.yaml")])
-    overrides = dict({**run.overrides, **run.eval_overrides}.items())
-    overrides["device"] = f"$torch.device({device!r})"
-    overrides["num_workers"] = 0
-    parser.update(overrides)
-    network = parser.get_parsed_content("network_def").to(device)
-    network.load_state_dict(torch.load(run.folder / "models" / "model.pt", map_location=device, weights_only=True))
-    network.eval()
-    preprocessing = parser.get_parsed_content("validate::preprocessing")
-    inferer = parser.get_parsed_content("validate::inferer")
-    items = parser.get_parsed_content("datalists")["validation"][:num_cases]
-    outputs = []
-    for item in items:
-        data = preprocessing(dict(item))
-        image = data["image"]
-        with torch.no_grad():
-            pred = inferer(image[None].to(device), network)
-        outputs.append({
-            "case": Path(str(item.get("image", ""))).parent.name if run.protocol.bundle == "la"
-            else Path(str(item.get("image", ""))).stem,
-            "image": image[0].cpu().numpy(),
-            "label": data["label"][0].cpu().numpy(),
-            "pred": pred[0].argmax(0).cpu().numpy(),
-        })
-    return outputs
+    plot_training_curves(
+        {f"{r.mode} s{r.seed}": r.training_log for r in runs}, path,
+        title=f"{runs[0].protocol.name}: training curves, both modes (moving averages; validation on the "
+              "evaluation list, for curves only: the reported numbers are the final weights)",
+        colors={f"{r.mode} s{r.seed}": colors[r.mode] for r in runs},
+    )
 
 
 def plot_overlays(runs: list[Run], path: Path, num_cases: int, device: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from matplotlib.colors import ListedColormap
+    from crossmatch_ext.metrics.plots import plot_overlays as draw_overlays
+    from crossmatch_ext.metrics.plots import predict_validation_cases
 
     seed = min(r.seed for r in runs)
     chosen = {r.mode: r for r in runs if r.seed == seed and (r.folder / "models" / "model.pt").exists()}
     if set(chosen) != set(MODES):
         print("overlays: both modes of one seed are needed; skipped", flush=True)
         return
-    predictions = {mode: _predict_cases(run, num_cases, device) for mode, run in chosen.items()}
-    cmap = ListedColormap([(0, 0, 0, 0), (1.0, 0.2, 0.2, 0.55), (0.2, 1.0, 0.2, 0.55), (0.2, 0.5, 1.0, 0.55)])
-    fig, axes = plt.subplots(num_cases, 4, figsize=(13, 3.3 * num_cases), squeeze=False)
-    for row, (sup, cm) in enumerate(zip(predictions["supervised"], predictions["crossmatch"])):
-        label = sup["label"]
-        areas = label.reshape(-1, label.shape[-1]).astype(bool).sum(0)
-        z = int(np.argmax(areas))  # the slice with the most foreground
-        image = sup["image"][..., z].T
-        panels = [("image", None), ("ground truth", label[..., z]), ("supervised", sup["pred"][..., z]),
-                  ("CrossMatch", cm["pred"][..., z])]
-        for col, (title, overlay) in enumerate(panels):
-            ax = axes[row, col]
-            ax.imshow(image, cmap="gray")
-            if overlay is not None:
-                ax.imshow(overlay.T, cmap=cmap, vmin=0, vmax=3, interpolation="nearest")
-                if title != "ground truth":
-                    inter = np.logical_and(overlay > 0, label[..., z] > 0).sum()
-                    denom = (overlay > 0).sum() + (label[..., z] > 0).sum()
-                    title += f" (slice Dice {2 * inter / max(denom, 1):.2f})"
-            ax.set_title(f"{sup['case']} z={z}: {title}" if col == 0 else title, fontsize=9)
-            ax.axis("off")
-    fig.suptitle(f"{runs[0].protocol.name}, seed {seed}: the evaluation list's first cases, the slice with the most "
-                 "foreground", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    configs = BUNDLES[runs[0].protocol.bundle] / "configs"
+    predictions = {
+        title: predict_validation_cases(
+            [configs / "train.yaml", configs / "evaluate.yaml"],
+            {**chosen[mode].overrides, **chosen[mode].eval_overrides},
+            chosen[mode].folder / "models" / "model.pt", num_cases, device,
+        )
+        for mode, title in (("supervised", "supervised"), ("crossmatch", "CrossMatch"))
+    }
+    draw_overlays(predictions, path, title=f"{runs[0].protocol.name}, seed {seed}: the evaluation list's first "
+                                           "cases, the slice with the most foreground")
 
 
 # ------------------------------------------------------------------------------------------------ main

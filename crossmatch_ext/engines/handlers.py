@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,10 +34,15 @@ class HandlerGroup:
 class TrainingProgressBar:
     """One progress bar over the whole run (all epochs), with the latest loss terms as a postfix.
 
+    While the bar is open, log records that go to the console (the engines' epoch and best-metric lines, MONAI's
+    ``StatsHandler``, validation results) are written above it through ``tqdm.write``, so the bar stays one line at
+    the bottom instead of being cut by them; handlers that write to files are untouched.
+
     Args:
         output_transform: maps ``engine.state.output`` to ``{name: float}`` shown after the bar.
         keys: the names shown (default: ``loss`` and ``mask_ratio`` when present).
         refresh_every: update the postfix every this many iterations.
+        redirect_logging: write console log records above the bar while it is open.
     """
 
     def __init__(
@@ -43,11 +50,48 @@ class TrainingProgressBar:
         output_transform: Callable[[Any], dict[str, float]] | None = None,
         keys: tuple[str, ...] = ("loss", "mask_ratio"),
         refresh_every: int = 1,
+        redirect_logging: bool = True,
     ) -> None:
         self.output_transform = output_transform
         self.keys = tuple(keys)
         self.refresh_every = max(1, int(refresh_every))
+        self.redirect_logging = bool(redirect_logging)
         self._bar: tqdm | None = None
+        self._swapped: list[tuple[logging.Logger, list[logging.Handler]]] | None = None
+
+    class _AboveTheBar(logging.Handler):
+        """Stands in for a console handler while the bar is open: its level, filters, format and stream, written
+        through ``tqdm.write``."""
+
+        def __init__(self, original: logging.StreamHandler) -> None:
+            super().__init__(original.level)
+            self.original = original
+            self.filters = list(original.filters)
+            self.setFormatter(original.formatter)
+
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                tqdm.write(self.format(record), file=self.original.stream)
+            except Exception:
+                self.handleError(record)
+
+    @staticmethod
+    def _is_console(handler: logging.Handler) -> bool:
+        return isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) in (
+            sys.stdout, sys.stderr)
+
+    def _redirect_console_logging(self) -> None:
+        """Swap every console handler (root's, and those of MONAI's loggers, which do not propagate)."""
+        loggers = [logging.getLogger(), *(lg for lg in list(logging.root.manager.loggerDict.values())
+                                         if isinstance(lg, logging.Logger))]
+        self._swapped = []
+        for logger in loggers:
+            if any(self._is_console(h) for h in logger.handlers):
+                self._swapped.append((logger, logger.handlers))
+                logger.handlers = [
+                    self._AboveTheBar(h) if self._is_console(h) else h  # type: ignore[arg-type]
+                    for h in logger.handlers
+                ]
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._open)
@@ -59,6 +103,8 @@ class TrainingProgressBar:
         if total is None and engine.state.epoch_length is not None and engine.state.max_epochs is not None:
             total = engine.state.max_epochs * engine.state.epoch_length
         self._bar = tqdm(total=total, initial=engine.state.iteration, desc="training", unit="it", dynamic_ncols=True)
+        if self.redirect_logging and self._swapped is None:
+            self._redirect_console_logging()
 
     def _update(self, engine: Engine) -> None:
         if self._bar is None:
@@ -73,6 +119,10 @@ class TrainingProgressBar:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        if self._swapped is not None:
+            for logger, handlers in self._swapped:
+                logger.handlers = handlers
+            self._swapped = None
 
 
 def read_training_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -27,7 +27,15 @@ import numpy as np
 from ..io import atomic_open
 from .surface import METRIC_DEFINITIONS, SUPPORTED_METRICS
 
-__all__ = ["format_summary", "metric_columns", "summarize", "summarize_by_class", "write_metrics_csv"]
+__all__ = [
+    "format_comparison",
+    "format_summary",
+    "metric_columns",
+    "read_summary",
+    "summarize",
+    "summarize_by_class",
+    "write_metrics_csv",
+]
 
 _ID_COLUMNS = ("case", "class")
 
@@ -139,6 +147,102 @@ def format_summary(
     lines = [title] if title else []
     lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
     lines.extend("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in body)
+    return "\n".join(lines)
+
+
+#: Metrics where a smaller value is better: :func:`format_comparison` flips the sign of their difference, so that a
+#: positive gain is an improvement in every column.
+LOWER_IS_BETTER = frozenset({"hd95", "asd", "hd"})
+
+
+def read_summary(path: str | Path, scope: str = "all") -> dict[str, dict[str, float]]:
+    """Read one scope of a ``<stem>_summary.csv`` written by :func:`write_metrics_csv`.
+
+    Args:
+        path: the summary CSV, or the folder holding ``metrics_summary.csv`` (a bundle's evaluation output).
+        scope: ``all`` or ``class_<id>``.
+
+    Returns:
+        ``{metric: {"mean": float, "std": float, "n": int}}`` as :func:`summarize` returns it.
+
+    Raises:
+        FileNotFoundError: when the file does not exist.
+        ValueError: when the file has no row of ``scope`` or lacks the summary columns.
+    """
+    file = Path(path)
+    if file.is_dir() or file.suffix.lower() != ".csv":
+        file = file / "metrics_summary.csv"
+    if not file.is_file():
+        raise FileNotFoundError(f"no metrics summary at {file} (an evaluation writes metrics_summary.csv).")
+    with open(file, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        required = {"scope", "metric", "mean", "std", "n"}
+        if not required.issubset(reader.fieldnames or []):
+            raise ValueError(f"{file}: expected the columns {sorted(required)}, found {reader.fieldnames}.")
+        summary = {
+            row["metric"]: {"mean": float(row["mean"]), "std": float(row["std"]), "n": int(row["n"])}
+            for row in reader
+            if row["scope"] == scope
+        }
+    if not summary:
+        raise ValueError(f"{file}: no rows of scope {scope!r}.")
+    return summary
+
+
+def format_comparison(
+    summaries: Mapping[str, Mapping[str, Mapping[str, float]]],
+    baseline: str,
+    method: str,
+    metrics: Sequence[str] = ("dice", "hd95"),
+    headers: Mapping[str, str] | None = None,
+    precision: Mapping[str, int] | None = None,
+) -> str:
+    """A plain-text table of two or more runs (``mean ± std`` per metric) and a last line with the method's gain.
+
+    The gain is ``method - baseline`` of the means, sign-flipped for metrics where smaller is better
+    (:data:`LOWER_IS_BETTER`), so a positive gain is an improvement for every column.
+
+    Args:
+        summaries: ``{run name: summary}`` (outputs of :func:`summarize` / :func:`read_summary`), in display order.
+        baseline: the name of the reference run.
+        method: the name of the run whose gain is reported.
+        metrics: the columns.
+        headers: column titles (default: the metric names).
+        precision: decimals per metric (default 3 for Dice-like metrics, 2 for distances).
+
+    Returns:
+        The table as one string.
+
+    Raises:
+        KeyError: when ``baseline`` or ``method`` is not in ``summaries`` or a metric is missing from a summary.
+    """
+    for name in (baseline, method):
+        if name not in summaries:
+            raise KeyError(f"run {name!r} is not among the summaries {list(summaries)}.")
+    for name, summary in summaries.items():
+        missing = [m for m in metrics if m not in summary]
+        if missing:
+            raise KeyError(f"run {name!r}: no {missing} in its summary (it has {list(summary)}).")
+    titles = {m: (headers or {}).get(m, m) for m in metrics}
+    digits = {m: (precision or {}).get(m, 2 if m in LOWER_IS_BETTER else 3) for m in metrics}
+
+    def cell(stats: Mapping[str, float], metric: str) -> str:
+        return f"{stats['mean']:.{digits[metric]}f} ± {stats['std']:.{digits[metric]}f}"
+
+    def gain(metric: str) -> str:
+        difference = summaries[method][metric]["mean"] - summaries[baseline][metric]["mean"]
+        if metric in LOWER_IS_BETTER:
+            difference = -difference
+        return f"{difference:+.{digits[metric]}f}"
+
+    gain_name = f"gain of {method}"
+    header = ["", *[titles[m] for m in metrics]]
+    body = [[name, *[cell(summary[m], m) for m in metrics]] for name, summary in summaries.items()]
+    body.append([gain_name, *[gain(m) for m in metrics]])
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+             for row in [header, *body]]
+    lines.insert(len(lines) - 1, "-" * len(lines[0]))
     return "\n".join(lines)
 
 

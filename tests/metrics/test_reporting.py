@@ -10,7 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crossmatch_ext.metrics import format_summary, metric_columns, summarize, summarize_by_class, write_metrics_csv
+from crossmatch_ext.metrics import (
+    format_comparison,
+    format_summary,
+    metric_columns,
+    read_summary,
+    summarize,
+    summarize_by_class,
+    write_metrics_csv,
+)
 
 
 def rows_multiclass() -> list[dict]:
@@ -97,3 +105,37 @@ def test_format_summary_table() -> None:
     assert "0.7000 ± " in lines[2] and lines[2].startswith("all")
     assert lines[3].startswith("class 1") and lines[4].startswith("class 2")
     assert not math.isnan(summarize(rows)["asd"]["mean"])
+
+
+def test_read_summary_from_file_or_folder(tmp_path: Path) -> None:
+    rows = rows_multiclass()
+    files = write_metrics_csv(tmp_path / "metrics.csv", rows)
+    expected = summarize(rows)
+    read = read_summary(files["summary"])
+    assert list(read) == list(expected)
+    for metric, stats in expected.items():
+        assert read[metric] == pytest.approx(stats, abs=1e-6)   # the CSV keeps 6 decimals
+    assert read_summary(tmp_path)["dice"]["mean"] == pytest.approx(0.7)
+    assert read_summary(tmp_path, scope="class_2")["dice"]["mean"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="class_9"):
+        read_summary(tmp_path, scope="class_9")
+    with pytest.raises(FileNotFoundError, match=r"metrics_summary\.csv"):
+        read_summary(tmp_path / "missing")
+
+
+def test_format_comparison_gain_is_positive_when_better() -> None:
+    baseline = {"dice": {"mean": 0.6, "std": 0.1, "n": 4}, "hd95": {"mean": 9.0, "std": 2.0, "n": 4}}
+    method = {"dice": {"mean": 0.8, "std": 0.05, "n": 4}, "hd95": {"mean": 4.5, "std": 1.0, "n": 4}}
+    text = format_comparison({"supervised": baseline, "CrossMatch": method}, baseline="supervised",
+                             method="CrossMatch", headers={"hd95": "HD95"})
+    lines = text.splitlines()
+    assert lines[0].split() == ["dice", "HD95"]
+    assert lines[1].split() == ["supervised", "0.600", "±", "0.100", "9.00", "±", "2.00"]
+    assert lines[2].split()[0] == "CrossMatch" and set(lines[3]) == {"-"}
+    assert lines[4].split() == ["gain", "of", "CrossMatch", "+0.200", "+4.50"]   # smaller HD95 is a gain
+    worse = format_comparison({"a": method, "b": baseline}, baseline="a", method="b").splitlines()[-1]
+    assert worse.split()[-2:] == ["-0.200", "-4.50"]
+    with pytest.raises(KeyError, match="'c'"):
+        format_comparison({"a": method}, baseline="a", method="c")
+    with pytest.raises(KeyError, match="asd"):
+        format_comparison({"a": method, "b": baseline}, baseline="a", method="b", metrics=("dice", "asd"))
