@@ -57,7 +57,7 @@ CONFIG_READS: dict[str, tuple[str, ...]] = {
         "device", "monailabel_studies", "num_iterations", "train::dataloader", "train_network", "optimizer", "loss",
         "threshold", "mode", "teacher_mode", "teacher_batch", "merge_teacher_passes", "channels_last",
         "train_metric_interval", "train::inferer", "train::postprocessing", "network_def::out_channels",
-        "train::key_metric", "train::handlers", "amp", "amp_kwargs", "amp_dtype",
+        "train::key_metric", "train::handlers", "amp", "amp_kwargs", "amp_dtype", "compile",
     ),
     "crossmatch_ext.bundle.train_loader": (
         "train::dataset", "train::unlabeled_dataset", "mode", "batch_size", "num_workers", "cutmix", "seed",
