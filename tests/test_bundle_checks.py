@@ -146,5 +146,37 @@ def test_default_amp_by_device(monkeypatch: pytest.MonkeyPatch) -> None:
     assert bundle.default_amp("cuda:0")[0] is True
     monkeypatch.setattr(bundle.config, "cpu_has_native_bf16", lambda: True)
     assert bundle.default_amp("cpu") == (True, "CPU with native bf16")
+    # bit-for-bit repeatable runs need float32 convolutions on a CPU; CUDA keeps bf16
+    assert bundle.default_amp("cpu", deterministic=True)[0] is False
+    assert bundle.default_amp("cuda:0", deterministic=True)[0] is True
     monkeypatch.setattr(bundle.config, "cpu_has_native_bf16", lambda: False)
     assert bundle.default_amp(torch.device("cpu"))[0] is False
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_prepare_run_makes_cudnn_autotuning_a_choice(tmp_path, deterministic):
+    from crossmatch_ext.bundle import prepare_run
+
+    before = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    try:
+        prepare_run(3, tmp_path / "out", deterministic=deterministic)
+        # seeding alone (MONAI's set_determinism) would pin cuDNN; only deterministic=True keeps that
+        assert torch.backends.cudnn.benchmark is (not deterministic)
+        assert torch.backends.cudnn.deterministic is deterministic
+        assert (tmp_path / "out").is_dir()
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before
+
+
+def test_precision_line_names_the_choice_and_the_way_out(monkeypatch):
+    import crossmatch_ext.bundle.config as config
+    from crossmatch_ext.bundle import describe_precision
+
+    monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: True)
+    assert describe_precision(True, {"dtype": torch.bfloat16}, "cpu") == (
+        "bfloat16 autocast on cpu (CPU with native bf16; --amp False for float32)")
+    assert describe_precision(False, {}, "cpu") == "float32 (--amp False)"
+    assert describe_precision(False, {}, "cpu", deterministic=True).startswith(
+        "float32 (default on a CPU with --deterministic True")
+    monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: False)
+    assert describe_precision(False, {}, "cpu") == "float32 (default on a cpu device without native bf16)"

@@ -29,6 +29,7 @@ __all__ = [
     "config_amp_kwargs",
     "config_num_classes",
     "cpu_has_native_bf16",
+    "config_amp",
     "default_amp",
     "describe_value",
     "find_bundle_root",
@@ -214,14 +215,17 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
-def default_amp(device: torch.device | str) -> tuple[bool, str]:
+def default_amp(device: torch.device | str, deterministic: bool = False) -> tuple[bool, str]:
     """The default of the ``amp`` setting on ``device``, and why.
 
-    bfloat16 autocast on CUDA and on a CPU with native bfloat16; float32 elsewhere. ``--amp False`` always gives
+    bfloat16 autocast on CUDA and on a CPU with native bfloat16; float32 elsewhere, and on a CPU with
+    ``deterministic``: the CPU's bfloat16 convolution gradients are not bit-for-bit repeatable for feature maps of
+    a few voxels (torch 2.13 leaves part of the 3D weight gradient unwritten there). ``--amp False`` always gives
     float32.
 
     Args:
         device: the device the run uses.
+        deterministic: the run's ``deterministic`` setting (bit-for-bit repeatable runs).
 
     Returns:
         ``(amp, reason)``: whether to autocast, and a short reason for the training log.
@@ -230,8 +234,17 @@ def default_amp(device: torch.device | str) -> tuple[bool, str]:
     if kind == "cuda":
         return True, "CUDA device"
     if kind == "cpu" and cpu_has_native_bf16():
+        if deterministic:
+            return False, "CPU with --deterministic True: bf16 convolutions on a CPU are not bit-for-bit repeatable"
         return True, "CPU with native bf16"
     return False, f"{kind} device without native bf16"
+
+
+def config_amp(parser: ConfigParser | None = None) -> bool:
+    """The default of a bundle's ``amp`` setting: :func:`default_amp` of the config's ``device`` and
+    ``deterministic`` (False)."""
+    ids = ConfigIds(parser, "crossmatch_ext.bundle.config_amp")
+    return default_amp(ids.get("device"), bool(ids.get("deterministic", False)))[0]
 
 
 def config_amp_kwargs(ids: ConfigIds) -> dict[str, Any]:

@@ -131,7 +131,7 @@ def crossmatch_trainer(max_epochs: int = 1, parser: ConfigParser | None = None, 
     postprocessing            ``train::postprocessing`` (argmax + one-hot over ``network_def::out_channels``)
     key_train_metric          ``train::key_metric`` (``train_dice``: MONAI's ``MeanDice`` without background)
     train_handlers            ``train::handlers`` (none)
-    amp, amp_kwargs           ``amp`` (False; the bundles give :func:`default_amp`); ``amp_kwargs``, else the
+    amp, amp_kwargs           ``amp`` (False; the bundles give :func:`config_amp`); ``amp_kwargs``, else the
                               autocast type ``amp_dtype`` (bfloat16). The precision is logged.
     ========================  ==========================================================================
 
@@ -160,13 +160,17 @@ def crossmatch_trainer(max_epochs: int = 1, parser: ConfigParser | None = None, 
         "amp": lambda: ids.get("amp", False),
         "amp_kwargs": lambda: config_amp_kwargs(ids),
     })
-    logger.info(f"precision: {describe_precision(arguments['amp'], arguments['amp_kwargs'], arguments['device'])}")
+    precision = describe_precision(arguments["amp"], arguments["amp_kwargs"], arguments["device"],
+                                   bool(ids.get("deterministic", False)))
+    logger.info(f"precision: {precision}")
     return CrossMatchTrainer(max_epochs=max_epochs, **arguments)
 
 
-def describe_precision(amp: bool, amp_kwargs: dict[str, Any], device: torch.device | str) -> str:
+def describe_precision(
+    amp: bool, amp_kwargs: dict[str, Any], device: torch.device | str, deterministic: bool = False
+) -> str:
     """One line for the training log: the precision the step runs in on ``device``, and how to change it."""
-    native = default_amp(device)
+    native = default_amp(device, deterministic)
     if not amp:
         reason = "--amp False" if native[0] else f"default on a {native[1]}"
         return f"float32 ({reason})"

@@ -121,12 +121,12 @@ def test_sigkill_mid_run_then_resume(dataset: Path, tmp_path: Path):
     assert torch.load(models / "model.pt", map_location="cpu", weights_only=True)
 
 
-def _losses(dataset: Path, tmp_path: Path, seed: int, steps: int = 5) -> list[float]:
+def _losses(dataset: Path, tmp_path: Path, seed: int, steps: int = 5, deterministic: bool = True) -> list[float]:
     wf = ConfigWorkflow(config_file=str(CONFIGS / "train.yaml"), meta_file=str(CONFIGS / "metadata.json"),
                         logging_file=False, workflow_type="train", dataset_dir=str(dataset), seed=seed,
                         ckpt_dir=str(tmp_path / f"models{seed}"), output_dir=str(tmp_path / f"eval{seed}"),
                         num_iterations=steps, val_interval=steps, patch_size=[32, 32, 32], eval_strides=[16, 16, 16],
-                        num_workers=0, num_labeled=2, batch_size=1, log_interval=1000,
+                        num_workers=0, num_labeled=2, batch_size=1, log_interval=1000, deterministic=deterministic,
                         **{"network_def::n_filters": 4})
     wf.initialize()
     trainer = wf.parser.get_parsed_content("train::trainer")
@@ -138,7 +138,8 @@ def _losses(dataset: Path, tmp_path: Path, seed: int, steps: int = 5) -> list[fl
 
 
 def test_same_seed_same_losses_and_small_volumes_are_padded(dataset: Path, tmp_path: Path):
-    # the 24x24x16 volumes are smaller than the 32x32x32 patch: padded for training and validation
+    # the 24x24x16 volumes are smaller than the 32x32x32 patch: padded for training and validation. Bit-for-bit
+    # repeatable runs are --deterministic True (float32 on a CPU: its bf16 convolutions are not repeatable there)
     first = _losses(dataset, tmp_path / "a", seed=11)
     second = _losses(dataset, tmp_path / "b", seed=11)
     assert len(first) == 5 and first == second
@@ -148,4 +149,5 @@ def test_same_seed_same_losses_and_small_volumes_are_padded(dataset: Path, tmp_p
 
     record = json.loads((tmp_path / "a" / "models11" / "run_settings.json").read_text())
     assert record["seed"] == 11 and record["settings"]["patch_size"] == [32, 32, 32]
+    assert record["settings"]["deterministic"] is True and record["settings"]["amp"] is False
     assert len(record["data"]["padded_to_patch"]) == 6
