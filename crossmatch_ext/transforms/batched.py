@@ -14,7 +14,7 @@ a bundle's config keeps one description of its augmentation:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -86,30 +86,13 @@ def _per_sample(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return value.to(x.dtype).reshape(value.shape + (1,) * (x.ndim - value.ndim))
 
 
-def _apply_where(
-    x: torch.Tensor, active: torch.Tensor, params: Params, apply: Callable[[torch.Tensor, Params], torch.Tensor]
-) -> torch.Tensor:
-    """``apply`` on the samples where ``active``; the others are returned unchanged.
-
-    On the CPU only the active samples are computed (indexing needs no device synchronisation there); elsewhere the
-    whole batch is computed and selected with ``torch.where``, which keeps the work free of host synchronisation.
-    """
-    if x.device.type == "cpu":
-        if bool(active.all()):
-            return apply(x, params)
-        index = active.nonzero().flatten()
-        if index.numel() == 0:
-            return x
-        out = x.clone()
-        out[index] = apply(x[index], {k: v[index] for k, v in params.items()})
-        return out
-    mask = active.reshape((-1,) + (1,) * (x.ndim - 1))
-    return torch.where(mask, apply(x, params), x)
-
-
 def _sample_dims(x: torch.Tensor, channel_wise: bool = False) -> tuple[int, ...]:
     """The dimensions a per-sample (or per-channel) statistic reduces over."""
     return tuple(range(2 if channel_wise else 1, x.ndim))
+
+
+def _all_active(x: torch.Tensor, active: torch.Tensor | None) -> torch.Tensor:
+    return torch.ones(x.shape[0], dtype=torch.bool, device=x.device) if active is None else active
 
 
 class BatchedTransform:
@@ -117,8 +100,10 @@ class BatchedTransform:
 
     ``__call__(x, active, generator)`` takes a ``(B, C, *spatial)`` batch and a ``(B,)`` boolean ``active`` (the
     samples this transform is applied to, e.g. the branch a ``OneOf`` chose) and returns the batch with the other
-    samples unchanged. ``last_active`` and ``last_params`` keep the latest call's per-sample decisions and draws
-    (``(B,)`` / ``(B, ...)`` tensors), for checks against the per-sample transform.
+    samples unchanged. On the CPU only the active samples are gathered and computed (indexing needs no device
+    synchronisation there); on other devices the whole batch is computed and selected with ``torch.where``, which
+    keeps the work free of host synchronisation. ``last_active`` and ``last_params`` keep the latest call's
+    per-sample decisions and draws (``(B,)`` / ``(B, ...)`` tensors), for checks against the per-sample transform.
 
     Args:
         prob: probability that a sample is transformed (the per-sample transform's ``prob``).
@@ -139,13 +124,31 @@ class BatchedTransform:
         """The transform of every sample of ``x`` with the per-sample ``params``."""
         raise NotImplementedError
 
+    def forward(
+        self, x: torch.Tensor, params: Params, active: torch.Tensor | None, generator: torch.Generator
+    ) -> torch.Tensor:
+        """The transform of the ``active`` samples of ``x`` (``None``: all), the others unchanged."""
+        out = self.apply(x, params)
+        if active is None:
+            return out
+        return torch.where(active.reshape((-1,) + (1,) * (x.ndim - 1)), out, x)
+
     def __call__(self, x: torch.Tensor, active: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if self.prob < 1.0:  # MONAI's RandomizableTransform: transformed when R.rand() < prob
             draws = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=_draw_dtype(x.device))
             active = active & (draws < self.prob)
         params = self.draw(x, generator)
         self.last_active, self.last_params = active, params
-        return _apply_where(x, active, params, self.apply)
+        if x.device.type != "cpu":
+            return self.forward(x, params, active, generator)
+        if bool(active.all()):
+            return self.forward(x, params, None, generator)
+        index = active.nonzero().flatten()
+        if index.numel() == 0:
+            return x
+        out = x.clone()
+        out[index] = self.forward(x[index], {k: v[index] for k, v in params.items()}, None, generator)
+        return out
 
     def children(self) -> Sequence[BatchedTransform]:
         """The nested transforms (combinators only)."""
@@ -174,7 +177,10 @@ class _Compose(BatchedTransform):
     def children(self) -> Sequence[BatchedTransform]:
         return self.transforms
 
-    def __call__(self, x: torch.Tensor, active: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, params: Params, active: torch.Tensor | None, generator: torch.Generator
+    ) -> torch.Tensor:
+        active = _all_active(x, active)
         for transform in self.transforms:
             x = transform(x, active, generator)
         return x
@@ -190,15 +196,17 @@ class _OneOf(_Compose):
         total = float(sum(weights))
         self.cumulative = np.cumsum([float(w) / total for w in weights]).tolist()
 
-    def __call__(self, x: torch.Tensor, active: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        if not self.transforms:
-            return x
+    def draw(self, x: torch.Tensor, generator: torch.Generator) -> Params:
         u = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=_draw_dtype(x.device))
         edges = torch.tensor(self.cumulative[:-1], device=x.device, dtype=u.dtype)
-        choice = torch.searchsorted(edges, u, right=True)
-        self.last_params = {"choice": choice}
+        return {"choice": torch.searchsorted(edges, u, right=True)}
+
+    def forward(
+        self, x: torch.Tensor, params: Params, active: torch.Tensor | None, generator: torch.Generator
+    ) -> torch.Tensor:
+        active = _all_active(x, active)
         for i, transform in enumerate(self.transforms):
-            x = transform(x, active & (choice == i), generator)
+            x = transform(x, active & (params["choice"] == i), generator)
         return x
 
 
@@ -207,14 +215,16 @@ class _RandomOrder(_Compose):
 
     name = "RandomOrder"
 
-    def __call__(self, x: torch.Tensor, active: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        count = len(self.transforms)
-        if count == 0:
-            return x
-        keys = torch.rand((x.shape[0], count), generator=generator, device=x.device)
-        order = keys.argsort(dim=1)  # a uniform random permutation per sample
-        self.last_params = {"order": order}
-        for position in range(count):
+    def draw(self, x: torch.Tensor, generator: torch.Generator) -> Params:
+        keys = torch.rand((x.shape[0], len(self.transforms)), generator=generator, device=x.device)
+        return {"order": keys.argsort(dim=1)}  # a uniform random permutation per sample
+
+    def forward(
+        self, x: torch.Tensor, params: Params, active: torch.Tensor | None, generator: torch.Generator
+    ) -> torch.Tensor:
+        active = _all_active(x, active)
+        order = params["order"]
+        for position in range(len(self.transforms)):
             for i, transform in enumerate(self.transforms):
                 x = transform(x, active & (order[:, position] == i), generator)
         return x
@@ -282,9 +292,12 @@ class _ScaleIntensityRange(BatchedTransform):
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         if self.a_max - self.a_min == 0.0:
             return x - self.a_min if self.b_min is None else x - self.a_min + self.b_min
-        out = (x - self.a_min) / (self.a_max - self.a_min)
+        # MONAI's operations, each skipped where it is exactly the identity (x - 0, x / 1, x * 1, x + 0)
+        out = x - self.a_min if self.a_min != 0.0 else x
+        out = out / (self.a_max - self.a_min) if self.a_max - self.a_min != 1.0 else out
         if self.b_min is not None and self.b_max is not None:
-            out = out * (self.b_max - self.b_min) + self.b_min
+            out = out * (self.b_max - self.b_min) if self.b_max - self.b_min != 1.0 else out
+            out = out + self.b_min if self.b_min != 0.0 else out
         if self.clip:
             out = out.clamp(self.b_min, self.b_max)
         return out
@@ -422,6 +435,7 @@ class _GaussianSmooth(BatchedTransform):
     """
 
     truncated = 4.0
+    method = "auto"  # "matrix" (banded products, the CPU's), "conv" (grouped convolutions, other devices')
 
     def __init__(
         self, sigma_ranges: Sequence[Sequence[float]], prob: float, isotropic: bool, approx: str, name: str
@@ -461,27 +475,57 @@ class _GaussianSmooth(BatchedTransform):
             kernel = torch.exp(-0.5 / (s * s) * taps**2) / (2.5066282 * s)
         return torch.where(taps.abs().double() <= tail[:, None], kernel, torch.zeros_like(kernel))
 
+    def _max_tail(self, sigma: torch.Tensor) -> int | None:
+        """The kernels' common half-length: the batch's largest on the CPU (reading it costs nothing there), the
+        range's largest elsewhere (no host synchronisation)."""
+        if sigma.device.type == "cpu":
+            return None
+        upper = max(r[1] for r in self.sigma_ranges)
+        return int(max(float(np.float32(upper)) * self.truncated, 0.5) + 0.5)
+
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        method = self.method if self.method != "auto" else ("matrix" if x.device.type == "cpu" else "conv")
+        return self._by_matrix(x, params["sigma"]) if method == "matrix" else self._by_conv(x, params["sigma"])
+
+    def _by_conv(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """One grouped convolution per axis, a kernel per sample (and channel); cuDNN without TF32."""
         batch, channels, *spatial = x.shape
         rank = len(spatial)
-        sigma = params["sigma"]
         conv = (F.conv1d, F.conv2d, F.conv3d)[rank - 1]
         out = x.reshape(1, batch * channels, *spatial)
-        for axis in range(rank):  # MONAI filters axis 0 first
-            if x.device.type == "cpu":
-                max_tail = None  # the batch's largest kernel (no device synchronisation on the CPU)
-            else:
-                upper = max(r[1] for r in self.sigma_ranges)
-                max_tail = int(max(float(np.float32(upper)) * self.truncated, 0.5) + 0.5)
-            kernel = self.kernels(sigma[:, axis], x.device, max_tail).to(x.dtype)
-            size = kernel.shape[1]
-            shape = [batch * channels, 1] + [1] * rank
-            shape[2 + axis] = size
-            weight = kernel.repeat_interleave(channels, dim=0).reshape(shape)
-            padding = [0] * rank
-            padding[axis] = (size - 1) // 2
-            out = conv(out, weight, padding=tuple(padding), groups=batch * channels)
+        with torch.backends.cudnn.flags(
+            enabled=torch.backends.cudnn.enabled,
+            benchmark=torch.backends.cudnn.benchmark,
+            deterministic=torch.backends.cudnn.deterministic,
+            allow_tf32=False,
+        ):
+            for axis in range(rank):  # MONAI filters axis 0 first
+                kernel = self.kernels(sigma[:, axis], x.device, self._max_tail(sigma)).to(x.dtype)
+                size = kernel.shape[1]
+                shape = [batch * channels, 1] + [1] * rank
+                shape[2 + axis] = size
+                weight = kernel.repeat_interleave(channels, dim=0).reshape(shape)
+                padding = [0] * rank
+                padding[axis] = (size - 1) // 2
+                out = conv(out, weight, padding=tuple(padding), groups=batch * channels)
         return out.reshape(x.shape)
+
+    def _by_matrix(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """Per axis, a batched product with each sample's banded (Toeplitz) matrix of its kernel: zero padding,
+        the same sums as the convolution (faster than a grouped convolution on the CPU)."""
+        batch, spatial = x.shape[0], x.shape[2:]
+        out = x
+        for axis, size in enumerate(spatial):
+            kernel = self.kernels(sigma[:, axis], x.device, self._max_tail(sigma)).to(x.dtype)
+            tail = (kernel.shape[1] - 1) // 2
+            offset = torch.arange(size, device=x.device)[None, :] - torch.arange(size, device=x.device)[:, None]
+            band = offset.abs() <= tail
+            matrix = kernel[:, (offset.clamp(-tail, tail) + tail)] * band  # (B, out index, in index)
+            moved = out.movedim(2 + axis, -1)
+            shape = moved.shape
+            product = torch.bmm(moved.reshape(batch, -1, size), matrix.transpose(1, 2))
+            out = product.reshape(shape).movedim(-1, 2 + axis)
+        return out.contiguous()
 
 
 # ------------------------------------------------------------------------------------------------------ translation
@@ -593,17 +637,28 @@ def sample_cutmix_boxes(
     nonempty = torch.rand(batch, generator=generator, device=device, dtype=dtype) <= prob
     fraction = _uniform(generator, (batch,), float(area_range[0]), float(area_range[1]), device)
     if len(shape) == 2:
-        area = (fraction * shape[0] * shape[1])[:, None]
-        ratio = _uniform(generator, (batch, _BOX_TRIES), float(aspect_range[0]), float(aspect_range[1]), device)
-        h, w = torch.floor(torch.sqrt(area * ratio)), torch.floor(torch.sqrt(area / ratio))
-        y = _randint(generator, size[0].expand(batch, _BOX_TRIES))
-        x = _randint(generator, size[1].expand(batch, _BOX_TRIES))
-        fits = (y + h <= shape[0]) & (x + w <= shape[1])
-        first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # the first try that fits
-        nonempty = nonempty & fits.any(dim=1)
-        pick = [v.gather(1, first)[:, 0] for v in (y, h, x, w)]
-        axes = [_inside(pick[0], pick[1], shape[0]), _inside(pick[2], pick[3], shape[1])]
-        mask = axes[0][:, :, None] & axes[1][:, None, :]
+        area = fraction * shape[0] * shape[1]
+        # the first of up to 1000 tries that fits; the CPU draws them in rounds until every box is placed, other
+        # devices all at once (no host synchronisation); either way the first fitting try of the same sequence
+        per_round = 16 if device.type == "cpu" else _BOX_TRIES
+        placed = torch.zeros(batch, dtype=torch.bool, device=device)
+        pick = torch.zeros((4, batch), dtype=dtype, device=device)
+        for _ in range(0, _BOX_TRIES, per_round):
+            tries = (batch, per_round)
+            ratio = _uniform(generator, tries, float(aspect_range[0]), float(aspect_range[1]), device)
+            h, w = torch.floor(torch.sqrt(area[:, None] * ratio)), torch.floor(torch.sqrt(area[:, None] / ratio))
+            y, x = _randint(generator, size[0].expand(tries)), _randint(generator, size[1].expand(tries))
+            fits = (y + h <= shape[0]) & (x + w <= shape[1])
+            first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)
+            new = fits.any(dim=1) & ~placed
+            candidate = torch.stack([v.gather(1, first)[:, 0] for v in (y, h, x, w)])
+            pick = torch.where(new[None], candidate, pick)
+            placed = placed | new
+            if device.type == "cpu" and bool(placed.all()):
+                break
+        nonempty = nonempty & placed
+        rows = _inside(pick[0], pick[1], shape[0]) & nonempty[:, None]
+        mask = rows.to(torch.float32)[:, :, None] * _inside(pick[2], pick[3], shape[1]).to(torch.float32)[:, None, :]
     elif len(shape) == 3:
         volume = fraction * float(np.prod(shape))
         ratio = _uniform(generator, (batch,), float(aspect_range[0]), float(aspect_range[1]), device)
@@ -614,12 +669,12 @@ def sample_cutmix_boxes(
         starts = _randint(generator, torch.clamp(size - extents, min=0) + 1)
         # legacy: written as mask[z-range, y-range, x-range], clipped by the image
         order = [2, 1, 0] if legacy_axis_order else [0, 1, 2]
-        axes = [_inside(starts[:, a], extents[:, a], s) for a, s in zip(order, shape)]
-        mask = axes[0][:, :, None, None] & axes[1][:, None, :, None] & axes[2][:, None, None, :]
+        axes = [_inside(starts[:, a], extents[:, a], s).to(torch.float32) for a, s in zip(order, shape)]
+        plane = (axes[0] * nonempty[:, None])[:, :, None] * axes[1][:, None, :]
+        mask = plane[:, :, :, None] * axes[2][:, None, None, :]
     else:
         raise ValueError(f"CutMix boxes are defined for 2D and 3D images, got spatial shape {shape}.")
-    mask = mask & nonempty.reshape((-1,) + (1,) * len(shape))
-    return mask.to(torch.float32).unsqueeze(1)
+    return mask.unsqueeze(1)
 
 
 # ------------------------------------------------------------------------------------------------------ the views

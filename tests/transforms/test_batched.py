@@ -162,9 +162,14 @@ def test_bias_field_equals_monai_with_the_same_coefficients(shape):
     _check_per_sample(batched, x, out, expected, BIAS_FIELD)
 
 
+@pytest.mark.parametrize("method", ["matrix", "conv"])
 @pytest.mark.parametrize("approx", ["erf", "sampled"])
 @pytest.mark.parametrize("shape", [(5, 2, 21, 18), (3, 1, 13, 12, 11)])
-def test_per_axis_blur_equals_monai_with_the_same_sigmas(approx, shape):
+def test_per_axis_blur_equals_monai_with_the_same_sigmas(approx, shape, method, monkeypatch):
+    """Both implementations: banded matrix products (the CPU's) and grouped convolutions (other devices')."""
+    from crossmatch_ext.transforms import batched as module
+
+    monkeypatch.setattr(module._GaussianSmooth, "method", method)
     x = _samples(shape)
     transform = RandGaussianSmooth(sigma_x=(0.1, 2.0), sigma_y=(0.3, 1.0), sigma_z=(0.1, 2.0), prob=1.0, approx=approx)
     batched, out = _run(transform, x)
