@@ -83,6 +83,8 @@ class RandCutMixBoxd(Randomizable, MapTransform):
         area_range: box area (volume) as a fraction of the image.
         aspect_range: range of the aspect ratio.
         legacy_axis_order: reproduce the authors' 3D axis bug (see :func:`sample_cutmix_box`).
+        deferred: add nothing to the item: the boxes are drawn later, batched on the training device (see
+            :class:`crossmatch_ext.transforms.BatchedUnlabeledViews`, which sets it). Default ``False``.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class RandCutMixBoxd(Randomizable, MapTransform):
         area_range: Sequence[float] = (0.02, 0.4),
         aspect_range: Sequence[float] = (0.3, 1.0 / 0.3),
         legacy_axis_order: bool = False,
+        deferred: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys=False)
         self.reference_key = reference_key
@@ -100,12 +103,15 @@ class RandCutMixBoxd(Randomizable, MapTransform):
         self.area_range = (float(area_range[0]), float(area_range[1]))
         self.aspect_range = (float(aspect_range[0]), float(aspect_range[1]))
         self.legacy_axis_order = bool(legacy_axis_order)
+        self.deferred = bool(deferred)
 
     def randomize(self, data: Any = None) -> None:  # boxes are drawn in __call__, one per key
         pass
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
+        if self.deferred:
+            return d
         if self.reference_key not in d:
             raise KeyError(f"RandCutMixBoxd: reference key '{self.reference_key}' not in the item (keys: {list(d)}).")
         spatial_shape = tuple(d[self.reference_key].shape[1:])
@@ -128,14 +134,19 @@ class StrongViewsd(Randomizable, MapTransform):
         keys: the source image key (one key).
         view_keys: the output keys, one per view (e.g. ``["image_s1", "image_s2"]``).
         transform: the array-level augmentation applied to each copy.
+        deferred: add nothing to the item: the views are made later, batched on the training device (see
+            :class:`crossmatch_ext.transforms.BatchedUnlabeledViews`, which sets it). Default ``False``.
     """
 
-    def __init__(self, keys: KeysCollection, view_keys: Sequence[str], transform: Callable) -> None:
+    def __init__(
+        self, keys: KeysCollection, view_keys: Sequence[str], transform: Callable, deferred: bool = False
+    ) -> None:
         MapTransform.__init__(self, keys)
         if len(self.keys) != 1:
             raise ValueError(f"StrongViewsd takes one source key, got {self.keys}.")
         self.view_keys = tuple(view_keys)
         self.transform = transform
+        self.deferred = bool(deferred)
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> StrongViewsd:
         super().set_random_state(seed, state)
@@ -148,6 +159,8 @@ class StrongViewsd(Randomizable, MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
+        if self.deferred:
+            return d
         source = d[self.keys[0]]
         for key in self.view_keys:
             view = source.clone() if isinstance(source, torch.Tensor) else np.copy(source)
