@@ -48,6 +48,8 @@ TRAINER_SETTINGS: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "train_metric_interval": (10, (10, 1)),  # the train Dice on every n-th iteration only
     # torch.compile of the training passes (eager fallback on a compiler failure); reduce-overhead: CUDA graphs
     "compile": ("none", ("none", "default", "reduce-overhead", "max-autotune")),
+    # the unlabeled strong views and CutMix boxes made batched on the training device (auto: on CUDA, not on a CPU)
+    "device_views": ("auto", ("auto", True, False)),
 }
 
 #: The config ids each builder reads when the config entry does not give the argument (the dependency of a builder
@@ -58,7 +60,8 @@ CONFIG_READS: dict[str, tuple[str, ...]] = {
         "device", "monailabel_studies", "num_iterations", "train::dataloader", "train_network", "optimizer", "loss",
         "threshold", "mode", "teacher_mode", "teacher_batch", "merge_teacher_passes", "channels_last",
         "train_metric_interval", "train::inferer", "train::postprocessing", "network_def::out_channels",
-        "train::key_metric", "train::handlers", "amp", "amp_kwargs", "amp_dtype", "compile",
+        "train::key_metric", "train::handlers", "amp", "amp_kwargs", "amp_dtype", "compile", "device_views",
+        "train::unlabeled_dataset",
     ),
     "crossmatch_ext.bundle.train_loader": (
         "train::dataset", "train::unlabeled_dataset", "mode", "batch_size", "num_workers", "cutmix", "seed",
@@ -264,6 +267,7 @@ _NUMBER = "a number"
 _INTS = "a list of integers"
 _NUMBERS = "a list of numbers"
 _TEXT = "a text value"
+_BOOL_OR_AUTO = "True, False or auto"
 
 #: Expected kind of each user-facing setting of the bundles' configs (keys absent from a config are skipped).
 SETTING_KINDS: dict[str, str] = {
@@ -282,6 +286,7 @@ SETTING_KINDS: dict[str, str] = {
     "amp_dtype": _TEXT, "training_resize": _TEXT, "strong_blur": _TEXT, "strong_gamma": _TEXT, "teacher_batch": _TEXT,
     "compile": _TEXT,
     "dataset_module": _TEXT,
+    "device_views": _BOOL_OR_AUTO,
 }
 
 #: Settings with a fixed set of values.
@@ -314,6 +319,8 @@ def _kind_ok(value: Any, kind: str) -> bool:
         return all(_kind_ok(v, check) for v in items)
     if kind == _TEXT:
         return isinstance(value, (str, os.PathLike))
+    if kind == _BOOL_OR_AUTO:
+        return isinstance(value, bool) or value == "auto"
     return True
 
 

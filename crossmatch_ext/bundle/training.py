@@ -46,11 +46,13 @@ from crossmatch_ext.engines.checkpoints import training_checkpoint_handlers
 from crossmatch_ext.engines.handlers import HandlerGroup
 from crossmatch_ext.engines.trainer import CrossMatchTrainer
 from crossmatch_ext.errors import SettingError
+from crossmatch_ext.transforms.batched import BatchedUnlabeledViews, device_views_from_dataset
 
 __all__ = [
     "TrainingHandlers",
     "checkpoint_handlers",
     "crossmatch_trainer",
+    "config_device_views",
     "describe_precision",
     "run_training",
     "train_loader",
@@ -131,6 +133,7 @@ def crossmatch_trainer(max_epochs: int = 1, parser: ConfigParser | None = None, 
     postprocessing            ``train::postprocessing`` (argmax + one-hot over ``network_def::out_channels``)
     key_train_metric          ``train::key_metric`` (``train_dice``: MONAI's ``MeanDice`` without background)
     train_handlers            ``train::handlers`` (none)
+    device_views              :func:`config_device_views` (setting ``device_views``, ``"auto"``)
     amp, amp_kwargs           ``amp`` (False; the bundles give :func:`config_amp`); ``amp_kwargs``, else the
                               autocast type ``amp_dtype`` (bfloat16). The precision is logged.
     ========================  ==========================================================================
@@ -151,7 +154,8 @@ def crossmatch_trainer(max_epochs: int = 1, parser: ConfigParser | None = None, 
         "confidence_threshold": lambda: ids.get("threshold"),
         "supervised_only": lambda: ids.get("mode", "crossmatch") == "supervised",
         "teacher_mode": lambda: ids.get("teacher_mode", "train"),
-        **{name: _setting_reader(ids, name) for name in TRAINER_SETTINGS},
+        **{name: _setting_reader(ids, name) for name in TRAINER_SETTINGS if name != "device_views"},
+        "device_views": lambda: config_device_views(ids),
         "inferer": lambda: ids.get("train::inferer", None, SimpleInferer),
         "postprocessing": lambda: ids.get("train::postprocessing", None, lambda: one_hot_postprocessing(
             config_num_classes(ids))),
@@ -164,6 +168,36 @@ def crossmatch_trainer(max_epochs: int = 1, parser: ConfigParser | None = None, 
                                    bool(ids.get("deterministic", False)))
     logger.info(f"precision: {precision}")
     return CrossMatchTrainer(max_epochs=max_epochs, **arguments)
+
+
+def config_device_views(ids: ConfigIds) -> BatchedUnlabeledViews | None:
+    """The trainer's ``device_views``: the unlabeled strong views and CutMix boxes made batched on the training
+    device from the weak views, translated from the ``StrongViewsd`` / ``RandCutMixBoxd`` of
+    ``train::unlabeled_dataset`` (which then add nothing in the loader workers); None to make them in the workers.
+
+    Setting ``device_views``: ``"auto"`` (default) on a CUDA device and not on a CPU, where the workers run beside
+    the step anyway; ``True`` / ``False`` force it. Supervised runs have no unlabeled views.
+
+    Raises:
+        SettingError: ``device_views`` is True and the unlabeled transform has no batched counterpart (with
+            ``"auto"`` the views stay in the workers, with a warning naming the transform).
+    """
+    setting = ids.get("device_views", TRAINER_SETTINGS["device_views"][0])
+    wanted = torch.device(ids.get("device")).type != "cpu" if setting == "auto" else bool(setting)
+    if not wanted or ids.get("mode", "crossmatch") == "supervised":
+        return None
+    dataset = ids.get("train::unlabeled_dataset", None)
+    if dataset is None:
+        return None
+    try:
+        views = device_views_from_dataset(dataset)
+    except ValueError as error:
+        if setting == "auto":
+            logger.warning(f"unlabeled views made in the loader workers: {error}")
+            return None
+        raise SettingError(f"--device_views True: {error}") from error
+    logger.info(f"unlabeled strong views made on {ids.get('device')}: {views!r}")
+    return views
 
 
 def describe_precision(
