@@ -61,8 +61,9 @@ CONFIG_READS: dict[str, tuple[str, ...]] = {
         "threshold", "mode", "teacher_mode", "teacher_batch", "merge_teacher_passes", "channels_last",
         "train_metric_interval", "train::inferer", "train::postprocessing", "network_def::out_channels",
         "train::key_metric", "train::handlers", "amp", "amp_kwargs", "amp_dtype", "compile", "device_views",
-        "train::unlabeled_dataset",
+        "deterministic",  # and, with device views on, train::unlabeled_dataset (also behind train::dataloader)
     ),
+    "crossmatch_ext.bundle.config_amp": ("device", "deterministic"),
     "crossmatch_ext.bundle.train_loader": (
         "train::dataset", "train::unlabeled_dataset", "mode", "batch_size", "num_workers", "cutmix", "seed",
         "mix_replacement",
