@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import json
 import statistics
 import sys
@@ -42,6 +43,13 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests" / "engines"))
 
 VARIANTS = ("exact", "default", "compiled", "exact_compiled")
+
+
+def _like(optimizer: torch.optim.Optimizer, params) -> torch.optim.Optimizer:
+    """An optimizer of the same class and settings over ``params`` (``defaults`` may hold entries the constructor
+    does not take, e.g. AdamW's ``decoupled_weight_decay``)."""
+    accepted = inspect.signature(type(optimizer)).parameters
+    return type(optimizer)(params, **{k: v for k, v in optimizer.defaults.items() if k in accepted})
 
 
 def native_bf16() -> bool:
@@ -90,7 +98,7 @@ def main() -> None:
     bf16 = native_bf16()
 
     reference_net = copy.deepcopy(network)
-    reference_opt = type(optimizer)(reference_net.parameters(), **optimizer.defaults)
+    reference_opt = _like(optimizer, reference_net.parameters())
 
     def reference(index: int) -> float:
         start = time.perf_counter()
@@ -101,7 +109,7 @@ def main() -> None:
 
     def trainer_for(variant: str) -> tuple[CrossMatchTrainer, list[float]]:
         net = copy.deepcopy(network)
-        opt = type(optimizer)(net.parameters(), **optimizer.defaults)
+        opt = _like(optimizer, net.parameters())
         default = variant in ("default", "compiled")
         trainer = CrossMatchTrainer(
             device="cpu", max_epochs=1, train_data_loader=batches[:1], epoch_length=1, network=net, optimizer=opt,
