@@ -146,7 +146,11 @@ def _load_state_dict(model: Path, device: torch.device) -> dict[str, Tensor]:
 
 
 def _perturbation_settings(bundle: Path) -> dict[str, Any]:
-    settings = {"gap": 0.5, "kind": "dropout", "levels": "all"}
+    """The bundle's feature perturbation: its ``train.yaml`` values, else the shared defaults."""
+    from crossmatch_ext.bundle.config import METHOD_SETTINGS
+
+    settings = {name: METHOD_SETTINGS[key][0] for key, name in (
+        ("perturbation_gap", "gap"), ("perturbation_type", "kind"), ("perturbation_levels", "levels"))}
     train = bundle / "configs" / "train.yaml"
     if train.is_file():
         from monai.bundle import ConfigParser

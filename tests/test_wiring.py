@@ -170,3 +170,77 @@ def test_the_old_module_name_names_the_same_objects():
            "validation_evaluator", "validation_loader"}
     assert set(wiring.__all__) == old
     assert all(getattr(wiring, name) is getattr(bundle, name) for name in old)
+
+
+# ------------------------------------------------------------------- the settings and parts every bundle shares
+ACDC = REPO_ROOT / "bundles" / "crossmatch_acdc"
+
+
+def test_a_shared_setting_is_the_config_value_else_the_package_default(tmp_path, la_data):
+    from crossmatch_ext.bundle import SHARED_SETTINGS, setting
+
+    parser = _parser(tmp_path, la_data)
+    assert "eta" not in parser.get()  # no bundle declares it: defined once in the package
+    assert setting("eta", parser) == SHARED_SETTINGS["eta"][0] == 0.3
+    parser = _parser(tmp_path, la_data, eta=0.5, validation_list="test.list")  # --eta 0.5 --validation_list test.list
+    assert setting("eta", parser) == 0.5
+    expression = ConfigParser({"imports": ["$import crossmatch_ext", "$import crossmatch_ext.bundle"],
+                               "validation_list": "test.list",
+                               "split": "$crossmatch_ext.bundle.setting('validation_list')"})
+    assert expression.get_parsed_content("split") == "test.list"
+    with pytest.raises(KeyError, match="not a shared setting"):
+        setting("num_labeled", parser)
+
+
+def test_the_trainer_builds_the_perturbed_network_and_the_loss_from_the_settings(tmp_path, la_data):
+    trainer = _parser(tmp_path, la_data).get_parsed_content("train::trainer")
+    perturbation = trainer.network.perturbation
+    assert isinstance(perturbation, FeaturePerturbation)
+    assert (perturbation.spatial_dims, perturbation.kind, perturbation.levels) == (3, "dropout", "all")  # V-Net: 3D
+    assert (perturbation.weak_rate, perturbation.strong_rate) == (0.25, 0.75)
+    assert trainer.loss_function.eta == 0.3 and trainer.loss_function.weighting == "strong_distillation"
+    parser = _parser(tmp_path, la_data, perturbation_type="alpha", perturbation_levels="bottleneck",
+                     perturbation_gap=0.2, eta=0.5)
+    trainer = parser.get_parsed_content("train::trainer")
+    perturbation = trainer.network.perturbation
+    assert (perturbation.kind, perturbation.levels) == ("alpha", "bottleneck")
+    assert perturbation.weak_rate == pytest.approx(0.4) and trainer.loss_function.eta == 0.5
+    assert trainer.network.network is parser.get_parsed_content("network")  # the optimizer's parameters
+
+
+def test_the_perturbation_is_2d_for_a_2d_network_and_a_declared_one_wins():
+    network = UNet(1, 2, features=(4, 8, 8, 16, 16))
+    ids = ConfigIds(ConfigParser({"network": "$None", "device": "cpu"}))
+    ids._get = lambda id, default: network if id == "network" else default  # type: ignore[method-assign]
+    assert training.config_perturbation(ids).spatial_dims == 2
+    declared = FeaturePerturbation(0.5, spatial_dims=3)
+    ids._get = lambda id, default: {"network": network, "perturbation": declared}.get(id, default)  # type: ignore
+    assert training.config_perturbation(ids) is declared
+    ids._get = lambda id, default: torch.nn.Linear(2, 2) if id == "network" else default  # type: ignore
+    with pytest.raises(SettingError, match="define `perturbation` in the config"):
+        training.config_perturbation(ids)
+
+
+def test_one_poly_schedule_for_the_handlers_and_the_checkpoints(tmp_path, la_data):
+    parser = _parser(tmp_path, la_data, num_iterations=30)
+    (handlers,) = parser.get_parsed_content("train::handlers")
+    schedule = handlers.handlers[0].lr_scheduler
+    assert isinstance(schedule, torch.optim.lr_scheduler.PolynomialLR)
+    assert (schedule.total_iters, schedule.power) == (17000, 0.9)  # LA: the authors' fixed 17000 steps
+    assert schedule.optimizer is parser.get_parsed_content("optimizer")
+    checkpoints = training.checkpoint_handlers(parser)
+    (state,) = [h for h in checkpoints if hasattr(h, "objects")]  # the resumable state
+    assert state.objects["lr_scheduler"] is schedule
+    del parser.config["lr_decay_iterations"]  # ACDC declares none: the schedule runs over num_iterations
+    parser.parse()
+    (handlers,) = parser.get_parsed_content("train::handlers")
+    assert handlers.handlers[0].lr_scheduler.total_iters == 30
+
+
+def test_run_settings_record_the_shared_settings(tmp_path, la_data):
+    from crossmatch_ext.bundle import METHOD_SETTINGS, effective_settings
+
+    settings = effective_settings(_parser(tmp_path, la_data, eta=0.4))
+    assert settings["eta"] == 0.4
+    assert all(settings[k] == d for k, (d, _) in METHOD_SETTINGS.items() if k != "eta")
+    assert isinstance(settings["amp"], bool)

@@ -7,7 +7,9 @@ config ids MONAI's bundle properties and MONAI Label address (``train::trainer``
 ``validate::evaluator``, ...). The modules, each importing only those listed before it:
 
 - :mod:`~crossmatch_ext.bundle.config`: reading the config by id (:class:`ConfigIds`, :data:`CONFIG_READS`), the
-  settings every bundle accepts (:data:`TRAINER_SETTINGS`) and their checks (:func:`check_setting`), mixed precision;
+  settings every bundle accepts without declaring them (:data:`SHARED_SETTINGS`: :data:`METHOD_SETTINGS` and
+  :data:`TRAINER_SETTINGS`, read in config expressions with :func:`setting`) and their checks
+  (:func:`check_setting`), mixed precision;
 - :mod:`~crossmatch_ext.bundle.distributed`: device, rank and process group of a ``torchrun`` run;
 - :mod:`~crossmatch_ext.bundle.monitors`: progress, console, TensorBoard, JSON-lines log, best weights;
 - :mod:`~crossmatch_ext.bundle.evaluation`: the evaluators, their loader and handlers;
@@ -33,23 +35,27 @@ import crossmatch_ext.networks
 import crossmatch_ext.transforms  # noqa: F401
 from crossmatch_ext.errors import install_error_hook
 
-from .checks import check_training_run, effective_settings, prepare_run, prepare_training
+from .checks import check_training_run, effective_settings, prepare_evaluation, prepare_run, prepare_training
 from .config import (
     CONFIG_READS,
+    METHOD_SETTINGS,
     SETTING_CHOICES,
     SETTING_KINDS,
+    SHARED_SETTINGS,
     TRAINER_SETTINGS,
     ConfigIds,
     autocast_kwargs,
     check_setting,
     config_amp,
     config_amp_kwargs,
+    config_amp_setting,
     config_num_classes,
     cpu_has_native_bf16,
     default_amp,
     describe_value,
     find_bundle_root,
     find_config_parser,
+    setting,
 )
 from .distributed import (
     distributed_network,
@@ -64,6 +70,7 @@ from .evaluation import (
     inference_evaluator,
     mean_dice,
     one_hot_postprocessing,
+    validation_dataset,
     validation_evaluator,
     validation_loader,
 )
@@ -72,6 +79,10 @@ from .training import (
     TrainingHandlers,
     checkpoint_handlers,
     config_device_views,
+    config_loss,
+    config_lr_scheduler,
+    config_perturbation,
+    config_train_network,
     crossmatch_trainer,
     describe_precision,
     run_training,
@@ -81,13 +92,16 @@ from .training import (
 __all__ = [
     # config
     "CONFIG_READS",
+    "METHOD_SETTINGS",
     "SETTING_CHOICES",
     "SETTING_KINDS",
+    "SHARED_SETTINGS",
     "TRAINER_SETTINGS",
     "ConfigIds",
     "autocast_kwargs",
     "check_setting",
     "config_amp_kwargs",
+    "config_amp_setting",
     "config_num_classes",
     "cpu_has_native_bf16",
     "config_amp",
@@ -95,6 +109,7 @@ __all__ = [
     "describe_value",
     "find_bundle_root",
     "find_config_parser",
+    "setting",
     # distributed
     "distributed_network",
     "distributed_train_network",
@@ -112,6 +127,7 @@ __all__ = [
     "inference_evaluator",
     "mean_dice",
     "one_hot_postprocessing",
+    "validation_dataset",
     "validation_evaluator",
     "validation_loader",
     # training
@@ -119,12 +135,17 @@ __all__ = [
     "checkpoint_handlers",
     "crossmatch_trainer",
     "config_device_views",
+    "config_loss",
+    "config_lr_scheduler",
+    "config_perturbation",
+    "config_train_network",
     "describe_precision",
     "run_training",
     "train_loader",
     # checks
     "check_training_run",
     "effective_settings",
+    "prepare_evaluation",
     "prepare_run",
     "prepare_training",
 ]

@@ -22,9 +22,10 @@ import torch
 
 from crossmatch_ext.bundle.config import (
     SETTING_KINDS,
-    TRAINER_SETTINGS,
+    SHARED_SETTINGS,
     ConfigIds,
     check_setting,
+    config_amp,
     describe_value,
     find_config_parser,
 )
@@ -34,6 +35,7 @@ from crossmatch_ext.errors import InputError, SettingError
 __all__ = [
     "check_training_run",
     "effective_settings",
+    "prepare_evaluation",
     "prepare_run",
     "prepare_training",
 ]
@@ -78,10 +80,21 @@ def prepare_training(bundle: str, distributed: bool = False, parser: Any = None)
     ids = ConfigIds(parser, "crossmatch_ext.bundle.prepare_training")
     if distributed:
         init_distributed(ids.get("device"))
-    seed = ids.get("seed", 0)
+    seed = ids.setting("seed")
     check_setting("seed", seed)
     prepare_run(int(seed) + process_rank(), ids.get("output_dir"), bool(ids.get("deterministic", False)))
     return check_training_run(bundle, ids.parser)
+
+
+def prepare_evaluation(parser: Any = None) -> None:
+    """The ``initialize`` step of an evaluation run (``evaluate.yaml``): :func:`prepare_run` with the config's
+    ``seed`` (default 1337) and ``output_dir``; no training checks.
+
+    Args:
+        parser: the config parser (default: the one evaluating the config).
+    """
+    ids = ConfigIds(parser, "crossmatch_ext.bundle.prepare_evaluation")
+    prepare_run(ids.setting("seed"), ids.get("output_dir"), bool(ids.get("deterministic", False)))
 
 
 def _json_value(value: Any) -> Any:
@@ -138,9 +151,11 @@ def effective_settings(parser: Any) -> dict[str, Any]:
             settings[key] = _json_value(parser.get_parsed_content(key))
         elif _plain(raw) or (isinstance(raw, list) and all(_plain(v) for v in raw)):
             settings[key] = raw
-    if "train" in parser.get():  # the step's settings a training config need not declare, at their defaults
-        for key, (default, _) in TRAINER_SETTINGS.items():
+    if "train" in parser.get():  # the settings a training config need not declare, at their defaults
+        for key, (default, _) in SHARED_SETTINGS.items():
             settings.setdefault(key, default)
+        if "amp" not in settings and "device" in parser.get():
+            settings["amp"] = config_amp(parser)
     return settings
 
 
@@ -180,7 +195,7 @@ def check_training_run(bundle: str, parser: Any = None, min_free_bytes: int | No
     for key in SETTING_KINDS:
         if key in config:
             check_setting(key, parser.get_parsed_content(key))
-    val_list = parser.get_parsed_content("validation_list") if "validation_list" in config else None
+    val_list = parser.get_parsed_content("validation_list") if "validation_list" in config else "val.list"
     if val_list is not None and not isinstance(val_list, str):
         raise SettingError(
             f"config key 'validation_list' must be a list file name or None, got {describe_value(val_list)}."

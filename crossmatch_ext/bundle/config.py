@@ -20,6 +20,8 @@ from crossmatch_ext.errors import SettingError
 
 __all__ = [
     "CONFIG_READS",
+    "METHOD_SETTINGS",
+    "SHARED_SETTINGS",
     "TRAINER_SETTINGS",
     "SETTING_CHOICES",
     "SETTING_KINDS",
@@ -27,6 +29,7 @@ __all__ = [
     "autocast_kwargs",
     "check_setting",
     "config_amp_kwargs",
+    "config_amp_setting",
     "config_num_classes",
     "cpu_has_native_bf16",
     "config_amp",
@@ -34,6 +37,7 @@ __all__ = [
     "describe_value",
     "find_bundle_root",
     "find_config_parser",
+    "setting",
 ]
 
 _REQUIRED = object()
@@ -52,33 +56,64 @@ TRAINER_SETTINGS: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "device_views": ("auto", ("auto", True, False)),
 }
 
+#: The method's and the run's settings that are the same in every CrossMatch bundle (the authors' values for LA and
+#: ACDC alike), kept here once instead of in each ``train.yaml``: name -> (default, the documented values). A bundle
+#: accepts each on the command line (``--eta 0.5``) and may declare its own value; ``run_settings.json`` records
+#: the value a run used, declared or not.
+METHOD_SETTINGS: dict[str, tuple[Any, tuple[Any, ...]]] = {
+    "seed": (1337, (1337,)),
+    "validation_list": ("val.list", ("val.list",)),  # list file (or the JSON's "validation" section) evaluated
+    "eta": (0.3, (0.3,)),  # weight of the feature-perturbed (weak-to-strong) distillation
+    "perturbation_gap": (0.5, (0.5,)),  # weak / strong feature dropout 0.5 -+ gap / 2: 0.25 / 0.75
+    "perturbation_type": ("dropout", ("dropout", "alpha", "feature_alpha")),
+    "perturbation_levels": ("all", ("all", "bottleneck")),  # all (authors' code) | bottleneck (paper text)
+    "teacher_mode": ("train", ("train", "eval")),  # train (authors' current code) | eval (paper-era code)
+    "cutmix": (True, (True, False)),
+    "cutmix_prob": (0.5, (0.5,)),  # probability of a CutMix box per strong view
+    "lr_power": (0.9, (0.9,)),  # poly schedule lr * (1 - t / total) ** lr_power
+    "log_interval": (50, (50,)),
+    "resume": (False, (False, True)),  # continue the interrupted run in ckpt_dir (models/resume/last.pt)
+    "amp_dtype": ("bfloat16", ("bfloat16", "float16")),  # autocast type of training and validation
+}
+
+#: Every setting a bundle need not declare (:data:`METHOD_SETTINGS` and :data:`TRAINER_SETTINGS`), and ``amp``,
+#: whose default depends on the device (:func:`config_amp`).
+SHARED_SETTINGS: dict[str, tuple[Any, tuple[Any, ...]]] = {**METHOD_SETTINGS, **TRAINER_SETTINGS}
+
 #: The config ids each builder reads when the config entry does not give the argument (the dependency of a builder
 #: entry on the config, for tools and tests that follow references; a test checks it against what the builders read).
 #: The keys are the names the configs use.
 CONFIG_READS: dict[str, tuple[str, ...]] = {
     "crossmatch_ext.bundle.crossmatch_trainer": (
-        "device", "monailabel_studies", "num_iterations", "train::dataloader", "train_network", "optimizer", "loss",
-        "threshold", "mode", "teacher_mode", "teacher_batch", "merge_teacher_passes", "channels_last",
-        "train_metric_interval", "train::inferer", "train::postprocessing", "network_def::out_channels",
-        "train::key_metric", "train::handlers", "amp", "amp_kwargs", "amp_dtype", "compile", "device_views",
+        "device", "monailabel_studies", "num_iterations", "train::dataloader", "train_network", "network",
+        "perturbation", "perturbation_gap", "perturbation_type", "perturbation_levels", "optimizer", "loss",
+        "dice_loss", "loss_weighting", "eta", "threshold", "mode", "teacher_mode", "teacher_batch",
+        "merge_teacher_passes", "channels_last", "train_metric_interval", "train::inferer", "train::postprocessing",
+        "network_def::out_channels", "train::key_metric", "train::handlers", "amp", "amp_kwargs", "amp_dtype",
+        "compile", "device_views",
         "deterministic",  # and, with device views on, train::unlabeled_dataset (also behind train::dataloader)
     ),
     "crossmatch_ext.bundle.config_amp": ("device", "deterministic"),
+    "crossmatch_ext.bundle.setting": tuple(SHARED_SETTINGS),
     "crossmatch_ext.bundle.train_loader": (
         "train::dataset", "train::unlabeled_dataset", "mode", "batch_size", "num_workers", "cutmix", "seed",
         "mix_replacement",
     ),
     "crossmatch_ext.bundle.TrainingHandlers": (
-        "lr_scheduler", "validate::evaluator", "val_interval", "output_dir", "log_interval",
+        "lr_scheduler", "optimizer", "lr_decay_iterations", "num_iterations", "lr_power", "validate::evaluator",
+        "val_interval", "output_dir", "log_interval",
+    ),
+    "crossmatch_ext.bundle.validation_dataset": (
+        "validate::preprocessing", "train::load", "cache_rate", "num_workers", "datalists",
     ),
     "crossmatch_ext.bundle.validation_evaluator": (
-        "device", "validate::dataloader", "network", "validate::inferer", "validate::postprocessing",
-        "network_def::out_channels", "validate::key_metric", "validate::additional_metrics", "validate::handlers",
-        "amp", "amp_kwargs", "amp_dtype",
+        "device", "validate::dataloader", "validate::dataset", "num_workers", "network", "validate::inferer",
+        "validate::postprocessing", "network_def::out_channels", "validate::key_metric",
+        "validate::additional_metrics", "validate::handlers", "amp", "amp_kwargs", "amp_dtype",
     ),
     "crossmatch_ext.bundle.inference_evaluator": (
-        "device", "dataloader", "network", "inferer", "postprocessing", "network_def::out_channels", "key_metric",
-        "additional_metrics", "handlers", "amp", "amp_kwargs", "amp_dtype",
+        "device", "dataloader", "dataset", "num_workers", "network", "inferer", "postprocessing",
+        "network_def::out_channels", "key_metric", "additional_metrics", "handlers", "amp", "amp_kwargs", "amp_dtype",
     ),
     "crossmatch_ext.bundle.EvaluationHandlers": ("network", "device"),
 }
@@ -149,11 +184,28 @@ class ConfigIds:
             return self.parser.get_parsed_content(id)
         return resolver.get_resolved_content(id=resolver.normalize_id(id))
 
+    def setting(self, name: str) -> Any:
+        """The config's value of the shared setting ``name``, else its default in :data:`SHARED_SETTINGS`."""
+        return self.get(name, SHARED_SETTINGS[name][0])
+
     def fill(self, given: Mapping[str, Any], table: Mapping[str, Callable[[], Any]]) -> dict[str, Any]:
         """``given`` completed with ``table``'s entries (each a function reading ids) for the arguments not given."""
         arguments = {name: make() for name, make in table.items() if name not in given}
         arguments.update(given)
         return arguments
+
+
+def setting(name: str, parser: ConfigParser | None = None) -> Any:
+    """A shared setting in a config expression: the config's value of ``name`` (declared, or given on the command
+    line), else its default in :data:`SHARED_SETTINGS`; ``"$crossmatch_ext.bundle.setting('validation_list')"``
+    where a config would write ``"@validation_list"``.
+
+    Raises:
+        KeyError: ``name`` is not a shared setting.
+    """
+    if name not in SHARED_SETTINGS:
+        raise KeyError(f"{name!r} is not a shared setting of crossmatch_ext.bundle: one of {sorted(SHARED_SETTINGS)}.")
+    return ConfigIds(parser, "crossmatch_ext.bundle.setting").setting(name)
 
 
 def find_bundle_root(name: str) -> str:
@@ -251,9 +303,14 @@ def config_amp(parser: ConfigParser | None = None) -> bool:
     return default_amp(ids.get("device"), bool(ids.get("deterministic", False)))[0]
 
 
+def config_amp_setting(ids: ConfigIds) -> bool:
+    """The config's ``amp``, else :func:`config_amp` (a config need not declare it)."""
+    return bool(ids.get("amp", None, lambda: config_amp(ids.parser)))
+
+
 def config_amp_kwargs(ids: ConfigIds) -> dict[str, Any]:
     """The config's ``amp_kwargs``, else :func:`autocast_kwargs` of its ``amp_dtype`` (bfloat16)."""
-    return ids.get("amp_kwargs", None, lambda: autocast_kwargs(ids.get("amp_dtype", "bfloat16")))
+    return ids.get("amp_kwargs", None, lambda: autocast_kwargs(ids.setting("amp_dtype")))
 
 
 def config_num_classes(ids: ConfigIds) -> int:

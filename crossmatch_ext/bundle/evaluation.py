@@ -14,7 +14,7 @@ from monai.engines import SupervisedEvaluator
 from monai.handlers import CheckpointLoader, MeanDice, StatsHandler, from_engine
 from monai.transforms import AsDiscreted, Compose
 
-from crossmatch_ext.bundle.config import ConfigIds, config_amp_kwargs, config_num_classes
+from crossmatch_ext.bundle.config import ConfigIds, config_amp_kwargs, config_amp_setting, config_num_classes
 from crossmatch_ext.bundle.distributed import process_rank
 from crossmatch_ext.engines.handlers import HandlerGroup
 
@@ -24,6 +24,7 @@ __all__ = [
     "mean_dice",
     "one_hot_postprocessing",
     "validation_evaluator",
+    "validation_dataset",
     "validation_loader",
 ]
 
@@ -36,6 +37,30 @@ def one_hot_postprocessing(num_classes: int) -> Compose:
 def mean_dice(name: str) -> dict[str, MeanDice]:
     """``{name: MeanDice}``: MONAI's Dice handler without the background, on ``pred`` and ``label``."""
     return {name: MeanDice(include_background=False, output_transform=from_engine(["pred", "label"]))}
+
+
+def validation_dataset(data: Any = None, parser: ConfigParser | None = None, **given: Any) -> Any:
+    """The validation volumes, each loaded once and kept (MONAI's ``CacheDataset``), its arguments read from the
+    config: ``data`` (the config's ``datalists['validation']``; MONAI Label sets ``validate#dataset#data``),
+    ``transform``: ``validate::preprocessing``, else the deterministic loading ``train::load``; ``cache_rate``
+    (1.0) and ``num_workers`` (0), which also load the volumes in parallel.
+
+    Args:
+        data: the validation items (``{"image": ..., "label": ...}``).
+        parser: the config parser (default: the one evaluating the config).
+        given: any other argument of ``CacheDataset`` (``progress``), taking precedence over the config id.
+    """
+    from monai.data import CacheDataset
+
+    ids = ConfigIds(parser, "crossmatch_ext.bundle.validation_dataset")
+    arguments = ids.fill(given, {
+        "transform": lambda: ids.get("validate::preprocessing", None, lambda: Compose(ids.get("train::load"))),
+        "cache_rate": lambda: ids.get("cache_rate", 1.0),
+        "num_workers": lambda: ids.get("num_workers", 0),
+    })
+    if data is None:
+        data = ids.get("datalists")["validation"]
+    return CacheDataset(data=data, **arguments)
 
 
 def validation_loader(dataset: Any, num_workers: int = 0) -> torch.utils.data.DataLoader:
@@ -59,7 +84,8 @@ def _evaluator(ids: ConfigIds, section: str, key_metric: str | None, given: Mapp
 
     arguments = ids.fill(given, {
         "device": lambda: ids.get("device"),
-        "val_data_loader": lambda: ids.get(id_("dataloader")),
+        "val_data_loader": lambda: ids.get(id_("dataloader"), None, lambda: validation_loader(
+            ids.get(id_("dataset")), ids.get("num_workers", 0))),
         "network": lambda: ids.get("network"),
         "inferer": lambda: ids.get(id_("inferer")),
         "postprocessing": lambda: ids.get(id_("postprocessing"), None, lambda: one_hot_postprocessing(
@@ -67,21 +93,25 @@ def _evaluator(ids: ConfigIds, section: str, key_metric: str | None, given: Mapp
         "key_val_metric": metric,
         "additional_metrics": lambda: ids.get(id_("additional_metrics"), None),
         "val_handlers": lambda: ids.get(id_("handlers"), None) if process_rank() == 0 else None,
-        "amp": lambda: ids.get("amp", False),
+        "amp": lambda: config_amp_setting(ids),
         "amp_kwargs": lambda: config_amp_kwargs(ids),
     })
+    if torch.device(arguments["device"]).type != "cuda":
+        arguments["amp"] = False  # MONAI's evaluator autocasts on CUDA only (on a CPU it warns and runs float32)
     return SupervisedEvaluator(**arguments)
 
 
 def validation_evaluator(parser: ConfigParser | None = None, **given: Any) -> SupervisedEvaluator:
     """The in-training (and evaluation) ``SupervisedEvaluator``, its arguments read from the config.
 
-    Config ids: ``device``; ``val_data_loader``: ``validate::dataloader``; ``network``: ``network``;
+    Config ids: ``device``; ``val_data_loader``: ``validate::dataloader``, else :func:`validation_loader` of
+    ``validate::dataset`` with ``num_workers``; ``network``: ``network``;
     ``inferer``: ``validate::inferer``; ``postprocessing``: ``validate::postprocessing`` (default: argmax + one-hot
     over ``network_def::out_channels``); ``key_val_metric``: ``validate::key_metric`` (default ``val_mean_dice``,
     MONAI's ``MeanDice`` without background); ``additional_metrics``: ``validate::additional_metrics`` (none);
-    ``val_handlers``: ``validate::handlers``, in the first process only; ``amp`` (False) and ``amp_kwargs`` as the
-    trainer.
+    ``val_handlers``: ``validate::handlers``, in the first process only; ``amp`` (else the device's default,
+    :func:`~crossmatch_ext.bundle.config_amp`) and ``amp_kwargs`` as the trainer; on a CPU validation runs in
+    float32 (MONAI's evaluator autocasts on CUDA only).
 
     Args:
         parser: the config parser (default: the one evaluating the config).
@@ -94,7 +124,7 @@ def validation_evaluator(parser: ConfigParser | None = None, **given: Any) -> Su
 def inference_evaluator(parser: ConfigParser | None = None, **given: Any) -> SupervisedEvaluator:
     """The ``SupervisedEvaluator`` of an inference config (no labels, no metric), its arguments read from the
     config: ``device``, ``dataloader``, ``network``, ``inferer``, ``postprocessing`` (which writes the label maps),
-    ``handlers``, ``amp`` (False) and ``amp_kwargs``, all top-level ids.
+    ``handlers``, ``amp`` (else the device's default) and ``amp_kwargs``, all top-level ids.
 
     Args:
         parser: the config parser (default: the one evaluating the config).

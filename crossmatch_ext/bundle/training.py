@@ -35,17 +35,21 @@ from crossmatch_ext.bundle.config import (
     TRAINER_SETTINGS,
     ConfigIds,
     config_amp_kwargs,
+    config_amp_setting,
     config_num_classes,
     default_amp,
 )
-from crossmatch_ext.bundle.distributed import process_rank
+from crossmatch_ext.bundle.distributed import distributed_train_network, process_rank
 from crossmatch_ext.bundle.evaluation import mean_dice, one_hot_postprocessing
 from crossmatch_ext.bundle.monitors import TrainingMonitors
+from crossmatch_ext.data.studies import monailabel_studies
 from crossmatch_ext.engines.builders import build_train_loader
 from crossmatch_ext.engines.checkpoints import training_checkpoint_handlers
 from crossmatch_ext.engines.handlers import HandlerGroup
 from crossmatch_ext.engines.trainer import CrossMatchTrainer
 from crossmatch_ext.errors import SettingError
+from crossmatch_ext.losses import CrossMatchLoss
+from crossmatch_ext.networks import FeaturePerturbation, FeaturePerturbedNetwork
 from crossmatch_ext.transforms.batched import BatchedUnlabeledViews, device_views_from_dataset
 
 __all__ = [
@@ -53,6 +57,10 @@ __all__ = [
     "checkpoint_handlers",
     "crossmatch_trainer",
     "config_device_views",
+    "config_loss",
+    "config_lr_scheduler",
+    "config_perturbation",
+    "config_train_network",
     "describe_precision",
     "run_training",
     "train_loader",
@@ -66,8 +74,8 @@ class TrainingHandlers(HandlerGroup):
     ``val_interval`` iterations, and (in the first process only) the monitors of
     :class:`~crossmatch_ext.bundle.TrainingMonitors`: progress bar, console lines, TensorBoard, JSON-lines log.
 
-    Config ids read when an argument is not given: ``lr_scheduler``, ``validate::evaluator``, ``val_interval``,
-    ``output_dir``, ``log_interval``.
+    Config ids read when an argument is not given: ``lr_scheduler`` (else :func:`config_lr_scheduler`),
+    ``validate::evaluator``, ``val_interval``, ``output_dir``, ``log_interval`` (50).
 
     Configs list it as ``train::handlers: [{_target_: crossmatch_ext.bundle.TrainingHandlers}]``: a list, so that
     MONAI Label can insert its checkpoint loader and ``--tracking mlflow`` append MONAI's MLflow handler.
@@ -88,11 +96,11 @@ class TrainingHandlers(HandlerGroup):
         ids = ConfigIds(parser, "crossmatch_ext.bundle.TrainingHandlers")
         val_interval = int(given["val_interval"] if "val_interval" in given else ids.get("val_interval", 0))
         args = ids.fill(given, {
-            "lr_scheduler": lambda: ids.get("lr_scheduler", None),
+            "lr_scheduler": lambda: config_lr_scheduler(ids),
             # with validation off, the evaluator (and its data) is not built
             "validator": lambda: ids.get("validate::evaluator", None) if val_interval > 0 else None,
             "output_dir": lambda: ids.get("output_dir"),
-            "log_interval": lambda: ids.get("log_interval", 50),
+            "log_interval": lambda: ids.setting("log_interval"),
         })
         super().__init__()
         if args["lr_scheduler"] is not None:
@@ -119,9 +127,10 @@ def crossmatch_trainer(max_epochs: int = 1, parser: ConfigParser | None = None, 
     max_iterations            ``num_iterations``; None under a MONAI Label server (``monailabel_studies``
                               set), which trains for the request's ``max_epochs``
     train_data_loader         ``train::dataloader``
-    network                   ``train_network`` (the network with its feature perturbation)
+    network                   ``train_network``, else :func:`config_train_network` (``network`` with its
+                              feature perturbation)
     optimizer                 ``optimizer``
-    loss_function             ``loss``
+    loss_function             ``loss``, else :func:`config_loss` (``dice_loss``, ``loss_weighting``, ``eta``)
     confidence_threshold      ``threshold``
     supervised_only           ``mode`` == ``"supervised"`` (``mode`` default ``"crossmatch"``)
     teacher_mode              ``teacher_mode`` (``"train"``)
@@ -134,7 +143,7 @@ def crossmatch_trainer(max_epochs: int = 1, parser: ConfigParser | None = None, 
     key_train_metric          ``train::key_metric`` (``train_dice``: MONAI's ``MeanDice`` without background)
     train_handlers            ``train::handlers`` (none)
     device_views              :func:`config_device_views` (setting ``device_views``, ``"auto"``)
-    amp, amp_kwargs           ``amp`` (False; the bundles give :func:`config_amp`); ``amp_kwargs``, else the
+    amp, amp_kwargs           ``amp``, else :func:`config_amp` (the device's default); ``amp_kwargs``, else the
                               autocast type ``amp_dtype`` (bfloat16). The precision is logged.
     ========================  ==========================================================================
 
@@ -146,14 +155,15 @@ def crossmatch_trainer(max_epochs: int = 1, parser: ConfigParser | None = None, 
     ids = ConfigIds(parser, "crossmatch_ext.bundle.crossmatch_trainer")
     arguments = ids.fill(given, {
         "device": lambda: ids.get("device"),
-        "max_iterations": lambda: None if ids.get("monailabel_studies", None) else ids.get("num_iterations"),
+        "max_iterations": lambda: None if ids.get("monailabel_studies", None, monailabel_studies)
+        else ids.get("num_iterations"),
         "train_data_loader": lambda: ids.get("train::dataloader"),
-        "network": lambda: ids.get("train_network"),
+        "network": lambda: ids.get("train_network", None, lambda: config_train_network(ids)),
         "optimizer": lambda: ids.get("optimizer"),
-        "loss_function": lambda: ids.get("loss"),
+        "loss_function": lambda: ids.get("loss", None, lambda: config_loss(ids)),
         "confidence_threshold": lambda: ids.get("threshold"),
         "supervised_only": lambda: ids.get("mode", "crossmatch") == "supervised",
-        "teacher_mode": lambda: ids.get("teacher_mode", "train"),
+        "teacher_mode": lambda: ids.setting("teacher_mode"),
         **{name: _setting_reader(ids, name) for name in TRAINER_SETTINGS if name != "device_views"},
         "device_views": lambda: config_device_views(ids),
         "inferer": lambda: ids.get("train::inferer", None, SimpleInferer),
@@ -161,13 +171,68 @@ def crossmatch_trainer(max_epochs: int = 1, parser: ConfigParser | None = None, 
             config_num_classes(ids))),
         "key_train_metric": lambda: ids.get("train::key_metric", None, lambda: mean_dice("train_dice")),
         "train_handlers": lambda: ids.get("train::handlers", None),
-        "amp": lambda: ids.get("amp", False),
+        "amp": lambda: config_amp_setting(ids),
         "amp_kwargs": lambda: config_amp_kwargs(ids),
     })
     precision = describe_precision(arguments["amp"], arguments["amp_kwargs"], arguments["device"],
                                    bool(ids.get("deterministic", False)))
     logger.info(f"precision: {precision}")
     return CrossMatchTrainer(max_epochs=max_epochs, **arguments)
+
+
+def _spatial_dims(network: torch.nn.Module) -> int:
+    for module in network.modules():
+        if isinstance(module, (torch.nn.Conv3d, torch.nn.ConvTranspose3d)):
+            return 3
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            return 2
+    raise SettingError(
+        f"the feature perturbation cannot tell whether {type(network).__name__} is a 2D or a 3D network (it has no "
+        "convolution): define `perturbation` in the config (crossmatch_ext.networks.FeaturePerturbation with "
+        "spatial_dims)."
+    )
+
+
+def config_perturbation(ids: ConfigIds) -> FeaturePerturbation:
+    """The config's ``perturbation``, else the feature perturbation of the settings ``perturbation_gap`` (0.5),
+    ``perturbation_type`` (dropout) and ``perturbation_levels`` (all), 2D or 3D as the convolutions of
+    ``network``."""
+    return ids.get("perturbation", None, lambda: FeaturePerturbation(
+        gap=float(ids.setting("perturbation_gap")), kind=ids.setting("perturbation_type"),
+        levels=ids.setting("perturbation_levels"), spatial_dims=_spatial_dims(ids.get("network"))))
+
+
+def config_train_network(ids: ConfigIds) -> torch.nn.Module:
+    """The network the trainer runs: ``network`` with :func:`config_perturbation` on ``device``; in a ``torchrun``
+    process group wrapped in ``DistributedDataParallel`` (:func:`~crossmatch_ext.bundle.distributed_train_network`)."""
+    import torch.distributed as dist
+
+    network, perturbation, device = ids.get("network"), config_perturbation(ids), ids.get("device")
+    if dist.is_available() and dist.is_initialized():
+        return distributed_train_network(network, perturbation, device)
+    return FeaturePerturbedNetwork(network, perturbation).to(device)
+
+
+def config_loss(ids: ConfigIds) -> CrossMatchLoss:
+    """The CrossMatch loss of the config's ``dice_loss``, ``loss_weighting`` and the setting ``eta`` (0.3)."""
+    return CrossMatchLoss(dice=ids.get("dice_loss"), weighting=ids.get("loss_weighting"), eta=float(ids.setting("eta")))
+
+
+def config_lr_scheduler(ids: ConfigIds) -> Any:
+    """The config's ``lr_scheduler``, else the poly schedule of ``optimizer``: ``lr * (1 - t / total) ** lr_power``
+    (0.9) over ``lr_decay_iterations`` steps (default: ``num_iterations``), stepped every iteration. One instance
+    per optimizer, so the handlers and the resumable checkpoint hold the same schedule."""
+    declared = ids.get("lr_scheduler", None)
+    if declared is not None:
+        return declared
+    optimizer = ids.get("optimizer")
+    schedule = getattr(optimizer, "_crossmatch_lr_scheduler", None)
+    if schedule is None:
+        total = ids.get("lr_decay_iterations", ids.get("num_iterations"))
+        schedule = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=int(total),
+                                                         power=float(ids.setting("lr_power")))
+        optimizer._crossmatch_lr_scheduler = schedule
+    return schedule
 
 
 def config_device_views(ids: ConfigIds) -> BatchedUnlabeledViews | None:
@@ -216,7 +281,7 @@ def train_loader(parser: ConfigParser | None = None, **given: Any) -> Any:
     """The training loader (:func:`~crossmatch_ext.engines.build_train_loader`), its arguments read from the config.
 
     Config ids: ``train::dataset`` (labeled), ``train::unlabeled_dataset``, ``mode`` (``"crossmatch"``),
-    ``batch_size``, ``num_workers`` (0), ``cutmix`` (True), ``seed`` (0), ``mix_replacement`` (False).
+    ``batch_size``, ``num_workers`` (0), ``cutmix`` (True), ``seed`` (1337), ``mix_replacement`` (False).
 
     Args:
         parser: the config parser (default: the one evaluating the config).
@@ -229,8 +294,8 @@ def train_loader(parser: ConfigParser | None = None, **given: Any) -> Any:
         "mode": lambda: ids.get("mode", "crossmatch"),
         "batch_size": lambda: ids.get("batch_size"),
         "num_workers": lambda: ids.get("num_workers", 0),
-        "cutmix": lambda: ids.get("cutmix", True),
-        "seed": lambda: ids.get("seed", 0),
+        "cutmix": lambda: ids.setting("cutmix"),
+        "seed": lambda: ids.setting("seed"),
         "mix_replacement": lambda: ids.get("mix_replacement", False),
     })
     return build_train_loader(**arguments)
@@ -248,10 +313,10 @@ def checkpoint_handlers(parser: ConfigParser | None = None, **given: Any) -> lis
         "ckpt_dir": lambda: ids.get("ckpt_dir"),
         "network": lambda: ids.get("network"),
         "optimizer": lambda: ids.get("optimizer"),
-        "lr_scheduler": lambda: ids.get("lr_scheduler"),
+        "lr_scheduler": lambda: config_lr_scheduler(ids),
         "trainer": lambda: ids.get("train::trainer"),
         "save_interval": lambda: ids.get("val_interval", 0),
-        "resume": lambda: ids.get("resume", False),
+        "resume": lambda: ids.setting("resume"),
         "map_location": lambda: ids.get("device", None),
     })
     return training_checkpoint_handlers(**arguments)

@@ -21,7 +21,7 @@ import torch
 import yaml
 from monai.bundle import ConfigParser
 
-from crossmatch_ext.bundle import CONFIG_READS, TRAINER_SETTINGS
+from crossmatch_ext.bundle import CONFIG_READS, SHARED_SETTINGS
 from crossmatch_ext.data import write_acdc_dataset, write_la_dataset
 
 from bundle_helpers import REPO_ROOT
@@ -70,8 +70,8 @@ def _defaults(bundle: str) -> dict[str, dict[str, Any]]:
     defaults = {
         name: yaml.safe_load((BUNDLES[bundle] / "configs" / name).read_text()) or {} for name in MERGED_AFTER
     }
-    # the step's settings every bundle accepts without declaring them
-    defaults["train.yaml"] = {**{k: d for k, (d, _) in TRAINER_SETTINGS.items()}, **defaults["train.yaml"]}
+    # the settings every bundle accepts without declaring them
+    defaults["train.yaml"] = {**{k: d for k, (d, _) in SHARED_SETTINGS.items()}, **defaults["train.yaml"]}
     return defaults
 
 
@@ -80,7 +80,7 @@ def documented_options() -> dict[tuple[str, str, str], set[Any]]:
     options: dict[tuple[str, str, str], set[Any]] = {}
     for bundle, root in BUNDLES.items():
         defaults = _defaults(bundle)
-        for key, (_, values) in TRAINER_SETTINGS.items():
+        for key, (_, values) in SHARED_SETTINGS.items():
             options[(bundle, "train.yaml", key)] = set(values)
         for name in MERGED_AFTER:
             for line in (root / "configs" / name).read_text().splitlines():
@@ -160,7 +160,8 @@ def test_each_default_is_one_of_the_documented_values(bundle, name, key):
 
 # ------------------------------------------------------------------------------------------------ instantiation
 def _references(value: str) -> set[str]:
-    return {ref.replace("::", "#") for ref in re.findall(r"[@%]([A-Za-z_][\w]*(?:(?:#|::)[\w]+)*)", value)}
+    references = {ref.replace("::", "#") for ref in re.findall(r"[@%]([A-Za-z_][\w]*(?:(?:#|::)[\w]+)*)", value)}
+    return references | set(re.findall(r"crossmatch_ext\.bundle\.setting\('(\w+)'\)", value))  # shared settings
 
 
 def _leaves(config: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
