@@ -42,7 +42,9 @@ python -m crossmatch_ext.data.synthetic la --out "$out/data" --num-train 16 --nu
 
 # A CPU-sized run: 4 labeled + 12 unlabeled volumes, small patches; the method, schedules and augmentations are
 # the bundle's defaults. Both modes see the same labeled cases, iterations, seed and evaluation.
-common=(--dataset_dir "$out/data" --num_labeled 4 --patch_size "[$patch]" --eval_strides "[8,8,4]" --num_workers 2)
+# (MONAI's "Loading dataset" bars of the cached volumes, a fraction of a second here, are left out of the terminal.)
+common=(--dataset_dir "$out/data" --num_labeled 4 --patch_size "[$patch]" --eval_strides "[8,8,4]" --num_workers 2
+        --train#dataset#progress False --train#unlabeled_dataset#progress False --validate#dataset#progress False)
 train_mode() {  # train_mode MODE [OVERRIDES...]: train, then evaluate the final weights, in $out/MODE
     local mode=$1 dir="$out/$1"
     shift

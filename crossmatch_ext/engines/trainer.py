@@ -50,7 +50,7 @@ from typing import Any, cast
 import torch
 import torch.nn as nn
 from ignite.engine import Engine, Events
-from monai.engines import SupervisedTrainer
+from monai.engines import SupervisedTrainer, Trainer
 from monai.engines.utils import IterationEvents, engine_apply_transform
 from monai.inferers import SimpleInferer
 from monai.utils import CommonKeys as Keys
@@ -245,6 +245,12 @@ class CrossMatchTrainer(SupervisedTrainer):
             self.add_event_handler(Events.EPOCH_STARTED, lambda engine: train_data_loader.set_epoch(engine.state.epoch))
         if self.max_iterations is not None:
             self.add_event_handler(Events.ITERATION_COMPLETED(once=self.max_iterations), lambda e: e.terminate())
+
+    def run(self) -> None:  # type: ignore[override]
+        """Run the training. MONAI's ``Trainer.run`` would make a CUDA gradient scaler whenever ``amp`` is set (and
+        warn on a CPU); the step keeps its own, for float16 on CUDA only (:meth:`_scaler`)."""
+        self.scaler = None
+        super(Trainer, self).run()  # MONAI's Workflow.run
 
     # ----------------------------------------------------------------------------------------------------------
     def _metric_due(self, engine: Engine) -> bool:
