@@ -150,12 +150,20 @@ def _la_image(
     wall: np.ndarray,
     distractors: tuple[np.ndarray, np.ndarray],
 ) -> np.ndarray:
-    """Intensities: textured tissue, air and fat, blood, a dark or patchily enhanced wall, bias field and noise."""
+    """Intensities: textured tissue, air and fat, blood, a dark or patchily enhanced wall, bias field and noise.
+
+    The tissue levels (with the margins of :func:`_la_scanner_normalisation`) are calibrated on the 40 real crops of
+    the LA benchmark (median over cases, 112x112x80, real in brackets): atrium mean 1.8 z (1.7), background mean
+    0.7 z (0.8), atrium contrast (atrium - background mean) / background std 1.24 (1.20), negative voxels 19 %
+    (25 %). A brighter atrium would make the signed gamma of the strong views (``|x| ** gamma``) far stronger than
+    on real scans.
+    """
     distractor, distractor_level = distractors
     texture = 0.6 * gaussian_field(rng, shape, 1.0) + 0.8 * gaussian_field(rng, shape, 3.5)
     compartments = gaussian_field(rng, shape, m * 0.08)
     soft = 1.0 / (1.0 + np.exp(-compartments / np.float32(0.25)))
-    tissue = np.float32(rng.uniform(0.3, 0.4)) + np.float32(rng.uniform(0.1, 0.25)) * soft + np.float32(0.09) * texture
+    tissue_level, compartment_contrast = np.float32(rng.uniform(0.45, 0.75)), np.float32(rng.uniform(0.15, 0.35))
+    tissue = tissue_level + compartment_contrast * soft + np.float32(0.09) * texture
     air = gaussian_field(rng, shape, m * 0.1)
     threshold = np.float32(rng.uniform(-1.4, -0.5))
     dark_weight = 1.0 / (1.0 + np.exp((air - threshold) / np.float32(0.12)))
@@ -193,8 +201,8 @@ def _la_scanner_normalisation(rng: np.random.Generator, image: np.ndarray) -> tu
     values = raw.astype(np.float64)
     crop_mean, crop_var = float(values.mean()), float(values.var())
     margin = rng.uniform(0.7, 0.88)  # fraction of the uncropped scan outside the crop
-    margin_mean = crop_mean * rng.uniform(0.2, 0.45)
-    margin_var = crop_var * rng.uniform(0.3, 0.8)
+    margin_mean = crop_mean * rng.uniform(0.4, 0.7)
+    margin_var = crop_var * rng.uniform(0.5, 1.2)
     scan_mean = (1 - margin) * crop_mean + margin * margin_mean
     scan_var = (1 - margin) * (crop_var + (crop_mean - scan_mean) ** 2) + margin * (
         margin_var + (margin_mean - scan_mean) ** 2
