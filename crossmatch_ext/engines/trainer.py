@@ -135,6 +135,12 @@ class CrossMatchTrainer(SupervisedTrainer):
             ``{image_key: weak view batch}`` (already on ``device``) for the unlabeled batch and for the mix batch,
             and returns that mapping with ``strong_keys`` and ``box_keys`` added. The loaders then only deliver the
             weak view. ``None`` (default): the views and boxes come with the batch from the loader workers.
+        max_nonfinite_steps: a step whose gradients are not all finite (an overflow or NaN, e.g. a rounding accident
+            of bfloat16 autocast) is skipped: no update, and the batch-norm statistics of its passes are put back, as
+            PyTorch's gradient scaler skips the overflowing steps of float16 training; a warning names the iteration.
+            After this many skipped steps in a row the run stops with an error (the weights being those before the
+            first of them). ``0`` turns the check off (a non-finite gradient then reaches the weights). A finite step
+            is unchanged; the check reads one flag from the device per step.
         image_key, label_key: keys of the labeled images / labels and of the unlabeled weak view.
         strong_keys: keys of the two strong views of an unlabeled item.
         box_keys: keys of the two CutMix boxes of an unlabeled item.
@@ -168,6 +174,7 @@ class CrossMatchTrainer(SupervisedTrainer):
         compile: str | bool = "none",
         compile_backend: str | Callable = "inductor",
         device_views: Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]] | None = None,
+        max_nonfinite_steps: int = 20,
         image_key: str = "image",
         label_key: str = "label",
         strong_keys: Sequence[str] = ("image_s1", "image_s2"),
@@ -188,6 +195,8 @@ class CrossMatchTrainer(SupervisedTrainer):
             compile = "default" if compile else "none"
         if compile not in COMPILE_MODES:
             raise ValueError(f"compile must be one of {COMPILE_MODES} (or a bool), got {compile!r}.")
+        if int(max_nonfinite_steps) < 0:
+            raise ValueError(f"max_nonfinite_steps must be 0 (no check) or positive, got {max_nonfinite_steps}.")
         if int(train_metric_interval) < 1:
             raise ValueError(f"train_metric_interval must be a positive integer, got {train_metric_interval}.")
         self.train_metric_interval = int(train_metric_interval)  # read by the registrations in super().__init__
@@ -237,6 +246,11 @@ class CrossMatchTrainer(SupervisedTrainer):
                 options["mode"] = self.compile_mode
             self._compiled = torch.compile(network, **options)
         self.device_views = device_views
+        self.max_nonfinite_steps = int(max_nonfinite_steps)
+        self.skipped_steps = 0  # steps skipped for non-finite gradients in this run
+        self._skipped_in_a_row = 0
+        self._buffers: list[torch.Tensor] = []
+        self._buffer_copies: list[torch.Tensor] = []
         self.image_key, self.label_key = image_key, label_key
         self.strong_keys = tuple(strong_keys)
         self.box_keys = tuple(box_keys)
@@ -364,11 +378,52 @@ class CrossMatchTrainer(SupervisedTrainer):
 
     def _step(self, engine: CrossMatchTrainer) -> None:
         scaler = self._scaler()
-        if scaler is not None:
+        if scaler is not None:  # float16: the scaler skips overflowing steps itself
             scaler.step(engine.optimizer)
             scaler.update()
+        elif self.max_nonfinite_steps and not self._finite_gradients(engine.optimizer):
+            self._skip_step(engine)
         else:
+            self._skipped_in_a_row = 0
             engine.optimizer.step()
+
+    def _keep_buffers(self, network: nn.Module) -> None:
+        """Copy the buffers (batch-norm statistics and counts) before the step's passes update them."""
+        if not self.max_nonfinite_steps:
+            return
+        if not self._buffers:
+            self._buffers = list(network.buffers())
+            self._buffer_copies = [torch.empty_like(b) for b in self._buffers]
+        if self._buffers:
+            torch._foreach_copy_(self._buffer_copies, self._buffers)
+
+    @staticmethod
+    def _finite_gradients(optimizer: torch.optim.Optimizer) -> bool:
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not grads:
+            return True
+        return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+
+    def _skip_step(self, engine: CrossMatchTrainer) -> None:
+        """Discard a step with non-finite gradients: no update, the batch-norm statistics put back."""
+        engine.optimizer.zero_grad(set_to_none=True)
+        if self._buffers:
+            torch._foreach_copy_(self._buffers, self._buffer_copies)
+        self.skipped_steps += 1
+        self._skipped_in_a_row += 1
+        iteration = engine.state.iteration
+        precision = f"{self.amp_kwargs.get('dtype', torch.bfloat16)} autocast" if self.amp else "float32"
+        if self._skipped_in_a_row >= self.max_nonfinite_steps:
+            raise FloatingPointError(
+                f"iteration {iteration}: the gradients were not finite in {self._skipped_in_a_row} steps in a row "
+                f"({precision}), so training stops; the weights are those before iteration "
+                f"{iteration - self._skipped_in_a_row + 1}. Check the input images for NaN or extreme values, lower "
+                "learning_rate, or train in float32 (--amp False)."
+            )
+        self.logger.warning(
+            f"iteration {iteration}: non-finite gradients ({precision}); the step is skipped (no update, batch-norm "
+            f"statistics restored), {self.skipped_steps} skipped in this run"
+        )
 
     def _backward_and_step(self, engine: CrossMatchTrainer, loss: torch.Tensor) -> None:
         self._backward(loss)
@@ -395,6 +450,7 @@ class CrossMatchTrainer(SupervisedTrainer):
         return self._crossmatch_iteration(engine, batchdata)
 
     def _supervised_iteration(self, engine: CrossMatchTrainer, batch: Mapping) -> dict:
+        self._keep_buffers(engine.network)
         image, label = self._labeled(engine, batch)
         if self.channels_last:
             image = _tensor(image, engine.state.device, engine.non_blocking, True)
@@ -421,6 +477,7 @@ class CrossMatchTrainer(SupervisedTrainer):
         return engine.state.output
 
     def _crossmatch_iteration(self, engine: CrossMatchTrainer, batchdata: Mapping) -> dict:
+        self._keep_buffers(engine.network)
         device, non_blocking = engine.state.device, engine.non_blocking
         labeled_batch = batchdata["labeled"]
         unlabeled, mix = batchdata["unlabeled"], batchdata.get("mix")

@@ -6,6 +6,7 @@ import pytest
 import torch
 from ignite.engine import Events
 from monai.engines import SupervisedTrainer
+from torch import nn
 from torch.utils.data import DataLoader
 
 from crossmatch_ext.engines import CrossMatchLoader, CrossMatchTrainer
@@ -185,3 +186,63 @@ def test_invalid_configuration_is_reported():
     trainer = _trainer(_network(), [next(iter(DataLoader(_blobs(2, 1), batch_size=2)))])
     with pytest.raises(ValueError, match="supervised_only"):
         trainer.run()
+
+
+def _poisoned(net: FeaturePerturbedNetwork, poison: set[int], trainer_box: list) -> None:
+    """Make the gradient of the first convolution NaN in the iterations listed in ``poison``."""
+    first = next(p for p in net.parameters() if p.dim() == 4)
+    first.register_hook(lambda g: g * float("nan") if trainer_box[0].state.iteration in poison else g)
+
+
+def _snapshot(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def test_a_step_with_non_finite_gradients_is_skipped_and_training_goes_on():
+    net = _network(seed=2)
+    box: list = []
+    trainer = _trainer(net, _loader(), max_iterations=3)
+    box.append(trainer)
+    _poisoned(net, {2}, box)
+    states: dict[int, dict[str, torch.Tensor]] = {}
+    steps: dict[int, int] = {}
+
+    def record(engine):
+        states[engine.state.iteration] = _snapshot(net)
+        steps[engine.state.iteration] = max(int(s["step"]) for s in trainer.optimizer.state.values())
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, record)
+    trainer.run()
+    assert trainer.skipped_steps == 1
+    for key, value in states[2].items():  # weights and batch-norm statistics as after step 1
+        torch.testing.assert_close(value, states[1][key], rtol=0, atol=0, msg=key)
+    assert steps == {1: 1, 2: 1, 3: 2}  # the optimizer did not count the skipped step
+    assert all(torch.isfinite(v).all() for v in states[3].values() if v.is_floating_point())
+    changed = [k for k in states[3] if states[3][k].is_floating_point() and not torch.equal(states[3][k], states[2][k])]
+    assert changed, "the step after the skipped one must update the weights"
+
+
+def test_non_finite_gradients_in_a_row_stop_the_run_with_the_weights_before_them():
+    net = _network(seed=2)
+    before = _snapshot(net)
+    box: list = []
+    trainer = _trainer(net, _loader(n=12), max_iterations=6, max_nonfinite_steps=3)
+    box.append(trainer)
+    _poisoned(net, {1, 2, 3, 4, 5, 6}, box)
+    with pytest.raises(FloatingPointError, match=r"iteration 3: the gradients were not finite in 3 steps in a row"):
+        trainer.run()
+    for key, value in _snapshot(net).items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0, msg=key)
+
+
+def test_without_the_check_a_non_finite_gradient_reaches_the_weights():
+    net = _network(seed=2)
+    box: list = []
+    trainer = _trainer(net, _loader(), max_iterations=1, max_nonfinite_steps=0)
+    box.append(trainer)
+    _poisoned(net, {1}, box)
+    trainer.run()
+    assert trainer.skipped_steps == 0
+    assert not all(torch.isfinite(p).all() for p in net.parameters())
+    with pytest.raises(ValueError, match="max_nonfinite_steps"):
+        _trainer(_network(), _loader(), max_nonfinite_steps=-1)
