@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates (once) the project's virtual environment in .venv and installs the package with its test extra.
+# Creates (once) the project's virtual environment in .venv and installs the package with its test extra and
+# matplotlib (the benchmarks extra: the demo's figures, and the tests that draw them).
 # Sourced by scripts/demo.sh and scripts/test.sh; safe to run again (it only installs what is missing).
 #   CROSSMATCH_VENV   where the environment lives (default: <repo>/.venv)
 #   CROSSMATCH_TORCH  the torch requirement installed first when the environment has no torch
@@ -17,7 +18,7 @@ fi
 . "$venv/bin/activate"
 
 stamp="$venv/.crossmatch-installed"
-if [ ! -f "$stamp" ] || [ "$repo_root/setup.cfg" -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ "$repo_root/setup.cfg" -nt "$stamp" ] || [ "${BASH_SOURCE[0]}" -nt "$stamp" ]; then
     python -m pip install --quiet --upgrade pip
     if ! python -c "import torch" 2>/dev/null; then
         # Install torch first and pinned: an unpinned torch would pull a multi-GB CUDA build on CPU-only machines.
@@ -25,6 +26,6 @@ if [ ! -f "$stamp" ] || [ "$repo_root/setup.cfg" -nt "$stamp" ]; then
         python -m pip install --quiet "${CROSSMATCH_TORCH:-torch==2.13.0}"
     fi
     echo "[setup] installing crossmatch-ext and its dependencies"
-    python -m pip install --quiet -e "$repo_root[test]"
+    python -m pip install --quiet -e "$repo_root[test,benchmarks]"
     touch "$stamp"
 fi

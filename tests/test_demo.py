@@ -117,4 +117,7 @@ def test_demo_script_prints_the_comparison(tmp_path: Path) -> None:
     terminal = result.stdout + result.stderr
     assert "Got new best metric" not in terminal and "Complete. Time taken" not in terminal  # ... not on screen
     assert "any `\"_target_\"` value" not in terminal
+    if plots.plots_available():  # the figures are drawn from the runs and named at the end
+        for figure in ("curves.png", "overlays.png"):
+            assert (out / figure).stat().st_size > 0 and str(out / figure) in result.stdout
     print(f"demo.sh, tiny settings: {time.time() - start:.0f} s")
