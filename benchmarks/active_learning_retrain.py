@@ -1,0 +1,213 @@
+"""Does labeling the study CrossMatch is least sure of help more than labeling one at random? Retrain and see.
+
+On real scans, from the labeled cases of a CPU-scale protocol of ``real_data.py`` (ACDC: 3 patients, LA: the 4 cases
+of ``train_4_label.list``):
+
+1. train CrossMatch on the protocol (the *base* run) and evaluate it;
+2. score every unlabeled training volume with the base weights (:mod:`crossmatch_ext.active_learning`: the
+   perturbed decoders' ``disagreement`` and the softmax ``entropy``) and pick ``k`` labeling units per strategy,
+   walking down the ranking (ACDC labels patients, so a volume's pick adds its patient, both frames, as the
+   challenge's annotation does; LA labels cases); ``random`` draws ``k`` units per ``--random-seeds`` seed;
+3. for each choice, retrain from scratch with the same settings and training seed on the labeled units plus the chosen
+   ones (a ``train.list`` that lists them first, beside links to the same volumes) and evaluate on ``val.list``.
+
+Everything goes under ``--out``: one folder per run (``base``, ``disagreement``, ``entropy``, ``random_seed<N>``; a
+choice two strategies share is trained once), ``choices.json`` (picks and scores) and ``results.json``; the table is
+printed (markdown). A rerun skips the runs that finished (final weights and metrics present), so a stopped comparison
+resumes where it was.
+
+    python benchmarks/active_learning_retrain.py --protocol acdc --data ../shared/data/acdc --out runs/al_acdc \\
+        --iterations 600 --random-seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import real_data  # the benchmark's runner: commands, logs, resumable execution
+
+from crossmatch_ext.active_learning import STRATEGIES, rank_studies, score_studies
+from crossmatch_ext.data.datasets import acdc as acdc_dataset
+from crossmatch_ext.data.datasets import dataset_datalists
+
+#: Per protocol: the bundle, the count setting, labeled units at the start, units to add, how a volume maps to a unit.
+SETTINGS: dict[str, dict[str, Any]] = {
+    "acdc": {"count_key": "num_labeled_patients", "start": 3, "k": 1, "unit": acdc_dataset.patient_id,
+             "module": "crossmatch_ext.data.datasets.acdc"},
+    "la": {"count_key": "num_labeled", "start": 4, "k": 4, "unit": lambda case: case,
+           "module": "crossmatch_ext.data.datasets.la"},
+}
+
+
+def volume_id(path: str) -> str:
+    """The ``train.list`` ID of a volume file: ACDC ``volumes/<id>.h5``, LA ``<id>/mri_norm2.h5``."""
+    p = Path(path)
+    return p.parent.name if p.name == "mri_norm2.h5" else p.name.split(".")[0]
+
+
+def read_list(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def arm_dataset(data: Path, folder: Path, order: list[str]) -> Path:
+    """A data folder for one run: links to the volumes of ``data`` and a ``train.list`` in ``order``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in data.iterdir():
+        if entry.name == "train.list":
+            continue
+        link = folder / entry.name
+        if not link.exists() and not link.is_symlink():
+            link.symlink_to(entry.resolve())
+    temporary = folder / "train.list.tmp"
+    temporary.write_text("\n".join(order) + "\n")
+    temporary.replace(folder / "train.list")
+    return folder
+
+
+def labeled_first(order: list[str], labeled: list[str], chosen: list[str], unit_of: Any) -> list[str]:
+    """``order`` (volume IDs) with the volumes of the ``labeled`` units first, then those of ``chosen``, then the rest.
+
+    A dataset module labels the first units of ``train.list``, so this order labels exactly ``labeled + chosen``.
+    """
+    first = [v for v in order if unit_of(v) in labeled]
+    added = [v for v in order if unit_of(v) in chosen and unit_of(v) not in labeled]
+    return first + added + [v for v in order if v not in first and v not in added]
+
+
+def choose(units_ranked: list[str], k: int) -> list[str]:
+    """The first ``k`` distinct units of a ranking (two frames of one patient count once)."""
+    chosen: list[str] = []
+    for unit in units_ranked:
+        if unit not in chosen:
+            chosen.append(unit)
+        if len(chosen) == k:
+            break
+    return chosen
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--protocol", choices=sorted(SETTINGS), default="acdc")
+    parser.add_argument("--data", type=Path, required=True, help="the protocol's data folder (with train.list)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--iterations", type=int, default=None, help="training iterations of every run "
+                        "(default: the protocol's)")
+    parser.add_argument("--k", type=int, default=None, help="units to add (default: ACDC 1 patient, LA 4 cases)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed of every run (default: 0)")
+    parser.add_argument("--random-seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
+    parser.add_argument("--eval-list", default="val.list")
+    parser.add_argument("--device", default=None, help="e.g. cuda (default: the bundle's choice)")
+    args = parser.parse_args(argv)
+    setting = SETTINGS[args.protocol]
+    k = args.k if args.k is not None else setting["k"]
+    data = args.data.resolve()
+    if not (data / "train.list").is_file():
+        print(f"error: --data {data}: no train.list", file=sys.stderr)
+        return 2
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    protocol = real_data.PROTOCOLS[args.protocol]
+    bundle = real_data.BUNDLES[protocol.bundle]
+    count_key, start = setting["count_key"], setting["start"]
+    run_args = argparse.Namespace(seeds=[args.seed], modes=["crossmatch"], iterations=args.iterations,
+                                  eval_list=args.eval_list, num_workers=None, device=args.device, no_amp=False,
+                                  set=None)
+
+    def make_run(name: str, dataset_dir: Path, labeled: int) -> real_data.Run:
+        run = real_data.make_runs(protocol, run_args, dataset_dir, out / name)[0]
+        run.folder = out / name
+        run.overrides.update({count_key: labeled, "ckpt_dir": str(run.folder / "models"),
+                              "output_dir": str(run.folder / "eval")})
+        return run
+
+    train_ids = read_list(data / "train.list")
+    unit_of = setting["unit"]
+    base_order = train_ids
+    labeled_units = choose([unit_of(v) for v in base_order], start)
+    timings: dict[str, Any] = {}
+
+    base = make_run("base", data, start)
+    print(f"[{time.strftime('%H:%M:%S')}] base run: {start} labeled units {labeled_units}", flush=True)
+    real_data.execute_all([base], jobs=1, force=False, threads=None)
+
+    # 2. choices
+    lists = dataset_datalists(setting["module"], data, start, val_list=args.eval_list)
+    unlabeled = sorted(item["image"] for item in lists["unlabeled"])
+    overrides = {"image_size": protocol.overrides["image_size"]} if "image_size" in protocol.overrides else {}
+    if "downsample" in protocol.overrides:
+        overrides.update({"downsample": protocol.overrides["downsample"],
+                          "patch_size": protocol.overrides["patch_size"]})
+    began = time.time()
+    scores, cache = score_studies(bundle, base.folder / "models" / "model.pt", unlabeled, overrides=overrides,
+                                  progress=lambda line: print(line, file=sys.stderr, flush=True))
+    timings["scoring_wall_s"] = time.time() - began
+    candidates = sorted({unit_of(volume_id(s.image)) for s in scores} - set(labeled_units))
+    arms: dict[str, list[str]] = {}
+    for strategy in args.strategies:
+        arms[strategy] = choose([unit_of(volume_id(s.image)) for s in rank_studies(scores, strategy)], k)
+    for seed in args.random_seeds:
+        arms[f"random_seed{seed}"] = sorted(random.Random(seed).sample(candidates, k))
+    choices = {"labeled": labeled_units, "k": k, "arms": arms, "cache": cache,
+               "scores": {volume_id(s.image): {"disagreement": s.disagreement, "entropy": s.entropy,
+                                               "foreground_voxels": s.foreground_voxels} for s in scores}}
+    (out / "choices.json").write_text(json.dumps(choices, indent=1) + "\n")
+    print(json.dumps({"labeled": labeled_units, "arms": arms}), flush=True)
+
+    # 3. retraining, one run per distinct choice
+    runs: dict[str, real_data.Run] = {}
+    run_of_arm: dict[str, str] = {}
+    for arm, chosen in arms.items():
+        key = ",".join(sorted(chosen))
+        same = next((name for name, other in run_of_arm.items() if ",".join(sorted(arms[name])) == key), None)
+        if same is not None:
+            run_of_arm[arm] = run_of_arm[same]
+            continue
+        run_of_arm[arm] = arm
+        folder = arm_dataset(data, out / arm / "data", labeled_first(base_order, labeled_units, chosen, unit_of))
+        runs[arm] = make_run(arm, folder, start + k)
+    real_data.execute_all(list(runs.values()), jobs=1, force=False, threads=None)
+
+    # 4. results
+    def result(run: real_data.Run) -> dict[str, Any]:
+        cases = real_data.read_cases(run)
+        timing = json.loads((run.folder / "timing.json").read_text())
+        return {"summary": cases["summary"], "by_class": cases["by_class"], "wall_s": timing}
+
+    base_result = result(base)
+    rows = {"base": {"added": [], **base_result}}
+    for arm, name in run_of_arm.items():
+        rows[arm] = {"added": arms[arm], "run": name, **result(runs[name])}
+    random_dice = [rows[a]["summary"]["dice"]["mean"] for a in arms if a.startswith("random_seed")]
+    results = {"protocol": args.protocol, "description": protocol.description, "iterations":
+               base.overrides["num_iterations"], "training_seed": args.seed, "labeled": labeled_units, "k": k,
+               "scoring_wall_s": timings["scoring_wall_s"], "rows": rows,
+               "random_mean_dice": statistics.fmean(random_dice) if random_dice else None}
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\n{args.protocol}: {start} labeled units + {k} added, {results['iterations']} iterations, training seed "
+          f"{args.seed}; Dice / HD95 on {args.eval_list} (mean ± std over volumes), wall = train + evaluate\n")
+    print("| run | added | Dice | HD95 | gain over base (Dice) | wall (s) |")
+    print("|---|---|---|---|---|---|")
+    base_dice = base_result["summary"]["dice"]["mean"]
+    for arm, row in rows.items():
+        dice, hd95 = row["summary"]["dice"], row["summary"]["hd95"]
+        wall = sum(v for key, v in row["wall_s"].items() if key.endswith("wall_s"))
+        print(f"| {arm} | {', '.join(row['added']) or '-'} | {100 * dice['mean']:.1f} ± {100 * dice['std']:.1f} | "
+              f"{hd95['mean']:.2f} ± {hd95['std']:.2f} | {100 * (dice['mean'] - base_dice):+.1f} | {wall:.0f} |")
+    if random_dice:
+        print(f"\nrandom, mean of {len(random_dice)} draws: Dice {100 * results['random_mean_dice']:.1f}")
+    print(f"scoring the {len(scores)} unlabeled volumes: {timings['scoring_wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
