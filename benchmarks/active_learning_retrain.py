@@ -102,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=None, help="training iterations of every run "
                         "(default: the protocol's)")
     parser.add_argument("--k", type=int, default=None, help="units to add (default: ACDC 1 patient, LA 4 cases)")
-    parser.add_argument("--seed", type=int, default=0, help="training seed of every run (default: 0)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed of the base run (default: 0)")
+    parser.add_argument("--retrain-seeds", type=int, nargs="+", default=None,
+                        help="training seeds of each retraining (default: --seed)")
     parser.add_argument("--random-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
     parser.add_argument("--eval-list", default="val.list")
@@ -123,10 +125,10 @@ def main(argv: list[str] | None = None) -> int:
                                   eval_list=args.eval_list, num_workers=None, device=args.device, no_amp=False,
                                   set=None)
 
-    def make_run(name: str, dataset_dir: Path, labeled: int) -> real_data.Run:
+    def make_run(name: str, dataset_dir: Path, labeled: int, seed: int) -> real_data.Run:
         run = real_data.make_runs(protocol, run_args, dataset_dir, out / name)[0]
-        run.folder = out / name
-        run.overrides.update({count_key: labeled, "ckpt_dir": str(run.folder / "models"),
+        run.folder, run.seed = out / name, seed
+        run.overrides.update({count_key: labeled, "seed": seed, "ckpt_dir": str(run.folder / "models"),
                               "output_dir": str(run.folder / "eval")})
         return run
 
@@ -134,9 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     unit_of = setting["unit"]
     base_order = train_ids
     labeled_units = choose([unit_of(v) for v in base_order], start)
-    timings: dict[str, Any] = {}
 
-    base = make_run("base", data, start)
+    base = make_run("base", data, start, args.seed)
     print(f"[{time.strftime('%H:%M:%S')}] base run: {start} labeled units {labeled_units}", flush=True)
     real_data.execute_all([base], jobs=1, force=False, threads=None)
 
@@ -150,31 +151,38 @@ def main(argv: list[str] | None = None) -> int:
     began = time.time()
     scores, cache = score_studies(bundle, base.folder / "models" / "model.pt", unlabeled, overrides=overrides,
                                   progress=lambda line: print(line, file=sys.stderr, flush=True))
-    timings["scoring_wall_s"] = time.time() - began
+    scoring_wall_s: float | None = time.time() - began
+    previous = out / "choices.json"
+    if cache["misses"] == 0:  # every score came from the cache: keep the time of the run that computed them
+        scoring_wall_s = json.loads(previous.read_text()).get("scoring_wall_s") if previous.is_file() else None
     candidates = sorted({unit_of(volume_id(s.image)) for s in scores} - set(labeled_units))
     arms: dict[str, list[str]] = {}
     for strategy in args.strategies:
         arms[strategy] = choose([unit_of(volume_id(s.image)) for s in rank_studies(scores, strategy)], k)
     for seed in args.random_seeds:
         arms[f"random_seed{seed}"] = sorted(random.Random(seed).sample(candidates, k))
-    choices = {"labeled": labeled_units, "k": k, "arms": arms, "cache": cache,
+    choices = {"labeled": labeled_units, "k": k, "arms": arms, "cache": cache, "scoring_wall_s": scoring_wall_s,
                "scores": {volume_id(s.image): {"disagreement": s.disagreement, "entropy": s.entropy,
                                                "foreground_voxels": s.foreground_voxels} for s in scores}}
     (out / "choices.json").write_text(json.dumps(choices, indent=1) + "\n")
     print(json.dumps({"labeled": labeled_units, "arms": arms}), flush=True)
 
-    # 3. retraining, one run per distinct choice
+    # 3. retraining, one run per distinct choice and training seed
+    retrain_seeds = args.retrain_seeds or [args.seed]
+
+    def run_name(arm: str, seed: int) -> str:
+        return arm if seed == args.seed else f"{arm}_train{seed}"
+
     runs: dict[str, real_data.Run] = {}
-    run_of_arm: dict[str, str] = {}
+    run_of_arm: dict[str, str] = {}  # arm -> the arm whose runs it shares (the same picks)
     for arm, chosen in arms.items():
-        key = ",".join(sorted(chosen))
-        same = next((name for name, other in run_of_arm.items() if ",".join(sorted(arms[name])) == key), None)
+        same = next((other for other in run_of_arm if sorted(arms[other]) == sorted(chosen)), None)
+        run_of_arm[arm] = run_of_arm[same] if same is not None else arm
         if same is not None:
-            run_of_arm[arm] = run_of_arm[same]
             continue
-        run_of_arm[arm] = arm
         folder = arm_dataset(data, out / arm / "data", labeled_first(base_order, labeled_units, chosen, unit_of))
-        runs[arm] = make_run(arm, folder, start + k)
+        for seed in retrain_seeds:
+            runs[run_name(arm, seed)] = make_run(run_name(arm, seed), folder, start + k, seed)
     real_data.execute_all(list(runs.values()), jobs=1, force=False, threads=None)
 
     # 4. results
@@ -183,29 +191,42 @@ def main(argv: list[str] | None = None) -> int:
         timing = json.loads((run.folder / "timing.json").read_text())
         return {"summary": cases["summary"], "by_class": cases["by_class"], "wall_s": timing}
 
+    def wall(row: dict[str, Any]) -> float:
+        return sum(v for key, v in row["wall_s"].items() if key.endswith("wall_s"))
+
     base_result = result(base)
-    rows = {"base": {"added": [], **base_result}}
-    for arm, name in run_of_arm.items():
-        rows[arm] = {"added": arms[arm], "run": name, **result(runs[name])}
-    random_dice = [rows[a]["summary"]["dice"]["mean"] for a in arms if a.startswith("random_seed")]
+    rows: dict[str, Any] = {}
+    for arm, shared in run_of_arm.items():
+        per_seed = {str(seed): result(runs[run_name(shared, seed)]) for seed in retrain_seeds}
+        dice = [r["summary"]["dice"]["mean"] for r in per_seed.values()]
+        rows[arm] = {"added": arms[arm], "runs_of": shared, "training_seeds": per_seed,
+                     "dice_mean": statistics.fmean(dice)}
+    random_dice = [rows[a]["dice_mean"] for a in arms if a.startswith("random_seed")]
     results = {"protocol": args.protocol, "description": protocol.description, "iterations":
-               base.overrides["num_iterations"], "training_seed": args.seed, "labeled": labeled_units, "k": k,
-               "scoring_wall_s": timings["scoring_wall_s"], "rows": rows,
-               "random_mean_dice": statistics.fmean(random_dice) if random_dice else None}
+               base.overrides["num_iterations"], "base_training_seed": args.seed, "training_seeds": retrain_seeds,
+               "labeled": labeled_units, "k": k, "scoring_wall_s": scoring_wall_s, "base": base_result,
+               "rows": rows, "random_mean_dice": statistics.fmean(random_dice) if random_dice else None}
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    print(f"\n{args.protocol}: {start} labeled units + {k} added, {results['iterations']} iterations, training seed "
-          f"{args.seed}; Dice / HD95 on {args.eval_list} (mean ± std over volumes), wall = train + evaluate\n")
-    print("| run | added | Dice | HD95 | gain over base (Dice) | wall (s) |")
-    print("|---|---|---|---|---|---|")
     base_dice = base_result["summary"]["dice"]["mean"]
+    print(f"\n{args.protocol}: {start} labeled units + {k} added, {results['iterations']} iterations; picks from the "
+          f"base run (training seed {args.seed}); Dice on {args.eval_list} (mean ± std over volumes) per training "
+          f"seed of the retraining; wall = train + evaluate of one run\n")
+    print("| run | added | " + " | ".join(f"Dice, seed {seed}" for seed in retrain_seeds)
+          + " | mean Dice | gain over base | wall (s) |")
+    print("|---|---|" + "---|" * len(retrain_seeds) + "---|---|---|")
+    dice = base_result["summary"]["dice"]
+    print(f"| base (seed {args.seed}) | - | {100 * dice['mean']:.1f} ± {100 * dice['std']:.1f}"
+          + " |" * (len(retrain_seeds) - 1) + f" | {100 * base_dice:.1f} | - | {wall(base_result):.0f} |")
     for arm, row in rows.items():
-        dice, hd95 = row["summary"]["dice"], row["summary"]["hd95"]
-        wall = sum(v for key, v in row["wall_s"].items() if key.endswith("wall_s"))
-        print(f"| {arm} | {', '.join(row['added']) or '-'} | {100 * dice['mean']:.1f} ± {100 * dice['std']:.1f} | "
-              f"{hd95['mean']:.2f} ± {hd95['std']:.2f} | {100 * (dice['mean'] - base_dice):+.1f} | {wall:.0f} |")
+        cells = [f"{100 * r['summary']['dice']['mean']:.1f} ± {100 * r['summary']['dice']['std']:.1f}"
+                 for r in row["training_seeds"].values()]
+        walls = statistics.fmean(wall(r) for r in row["training_seeds"].values())
+        print(f"| {arm} | {', '.join(row['added'])} | " + " | ".join(cells)
+              + f" | {100 * row['dice_mean']:.1f} | {100 * (row['dice_mean'] - base_dice):+.1f} | {walls:.0f} |")
     if random_dice:
         print(f"\nrandom, mean of {len(random_dice)} draws: Dice {100 * results['random_mean_dice']:.1f}")
-    print(f"scoring the {len(scores)} unlabeled volumes: {timings['scoring_wall_s']:.0f} s")
+    if scoring_wall_s is not None:
+        print(f"scoring the {len(scores)} unlabeled volumes with the base weights: {scoring_wall_s:.0f} s")
     return 0
 
 
