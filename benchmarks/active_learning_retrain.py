@@ -23,6 +23,7 @@ resumes where it was.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import random
 import statistics
@@ -83,6 +84,16 @@ def labeled_first(order: list[str], labeled: list[str], chosen: list[str], unit_
     return first + added + [v for v in order if v not in first and v not in added]
 
 
+def literal(value: Any) -> Any:
+    """A ``--set`` value (a string) as the Python value it spells; other values unchanged."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
+
+
 def choose(units_ranked: list[str], k: int) -> list[str]:
     """The first ``k`` distinct units of a ranking (two frames of one patient count once)."""
     chosen: list[str] = []
@@ -109,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
     parser.add_argument("--eval-list", default="val.list")
     parser.add_argument("--device", default=None, help="e.g. cuda (default: the bundle's choice)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="extra config override of every run and of the scoring (repeatable), e.g. "
+                        "patch_size=[48,48,32]")
     args = parser.parse_args(argv)
     setting = SETTINGS[args.protocol]
     k = args.k if args.k is not None else setting["k"]
@@ -123,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     count_key, start = setting["count_key"], setting["start"]
     run_args = argparse.Namespace(seeds=[args.seed], modes=["crossmatch"], iterations=args.iterations,
                                   eval_list=args.eval_list, num_workers=None, device=args.device, no_amp=False,
-                                  set=None)
+                                  set=args.set)
 
     def make_run(name: str, dataset_dir: Path, labeled: int, seed: int) -> real_data.Run:
         run = real_data.make_runs(protocol, run_args, dataset_dir, out / name)[0]
@@ -144,10 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     # 2. choices
     lists = dataset_datalists(setting["module"], data, start, val_list=args.eval_list)
     unlabeled = sorted(item["image"] for item in lists["unlabeled"])
-    overrides = {"image_size": protocol.overrides["image_size"]} if "image_size" in protocol.overrides else {}
-    if "downsample" in protocol.overrides:
-        overrides.update({"downsample": protocol.overrides["downsample"],
-                          "patch_size": protocol.overrides["patch_size"]})
+    overrides = {key: literal(base.overrides[key]) for key in ("image_size", "downsample", "patch_size")
+                 if key in base.overrides}  # the scoring sees the volumes as the training did
     began = time.time()
     scores, cache = score_studies(bundle, base.folder / "models" / "model.pt", unlabeled, overrides=overrides,
                                   progress=lambda line: print(line, file=sys.stderr, flush=True))
@@ -204,13 +216,15 @@ def main(argv: list[str] | None = None) -> int:
     random_dice = [rows[a]["dice_mean"] for a in arms if a.startswith("random_seed")]
     results = {"protocol": args.protocol, "description": protocol.description, "iterations":
                base.overrides["num_iterations"], "base_training_seed": args.seed, "training_seeds": retrain_seeds,
-               "labeled": labeled_units, "k": k, "scoring_wall_s": scoring_wall_s, "base": base_result,
+               "labeled": labeled_units, "k": k, "extra_overrides": args.set or [], "scoring_wall_s": scoring_wall_s,
+               "base": base_result,
                "rows": rows, "random_mean_dice": statistics.fmean(random_dice) if random_dice else None}
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     base_dice = base_result["summary"]["dice"]["mean"]
     print(f"\n{args.protocol}: {start} labeled units + {k} added, {results['iterations']} iterations; picks from the "
           f"base run (training seed {args.seed}); Dice on {args.eval_list} (mean ± std over volumes) per training "
-          f"seed of the retraining; wall = train + evaluate of one run\n")
+          f"seed of the retraining; wall = train + evaluate of one run"
+          + (f"; overrides {' '.join(args.set)}" if args.set else "") + "\n")
     print("| run | added | " + " | ".join(f"Dice, seed {seed}" for seed in retrain_seeds)
           + " | mean Dice | gain over base | wall (s) |")
     print("|---|---|" + "---|" * len(retrain_seeds) + "---|---|---|")

@@ -45,3 +45,10 @@ def test_arm_dataset_labels_the_base_patients_and_the_chosen_one(tmp_path):
     assert sorted(retrain.read_list(folder / "train.list")) == sorted(order)  # the same pool, reordered
     assert (folder / "volumes").resolve() == (data / "volumes").resolve()  # the volumes are linked, not copied
     assert (data / "train.list").read_text().splitlines() == order  # the source folder is untouched
+
+
+def test_set_values_reach_the_scoring_as_the_values_they_spell():
+    assert retrain.literal("[48,48,32]") == [48, 48, 32]
+    assert retrain.literal("0.5") == 0.5
+    assert retrain.literal("monai") == "monai"  # a plain word stays a string
+    assert retrain.literal([64, 64, 32]) == [64, 64, 32]
