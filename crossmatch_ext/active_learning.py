@@ -77,12 +77,11 @@ class StudyScore:
 
 
 def study_id(image: str | os.PathLike) -> str:
-    """The study's name: the file name without ``.nii.gz`` / ``.nii`` / ``.nrrd`` / ``.h5`` (MONAI Label's image id)."""
-    name = Path(image).name
-    for extension in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".h5", ".hdf5", ".mha", ".mhd"):
-        if name.endswith(extension):
-            return name[: -len(extension)]
-    return Path(name).stem
+    """The study's name: the file name without its extension (MONAI Label's image id), or the folder's name for a
+    per-case folder with a generic file name (``<CASE>/mri_norm2.h5``), as the data lists name cases."""
+    from crossmatch_ext.data import case_id_from_path
+
+    return case_id_from_path(image)
 
 
 def compute_study_scores(clean: Tensor, weak: Tensor, strong: Tensor) -> tuple[float, float, int]:
@@ -270,8 +269,8 @@ def score_studies(bundle: str | os.PathLike, model: str | os.PathLike, images: S
             cached[os.fspath(path)] = {"file": file_key(path), "disagreement": disagreement, "entropy": entropy,
                                        "foreground_voxels": voxels}
             if progress is not None:
-                progress(f"[{index}/{len(todo)}] {path.name}: disagreement {disagreement:.4f}, entropy {entropy:.4f}, "
-                         f"foreground {voxels} voxels")
+                progress(f"[{index}/{len(todo)}] {study_id(path)}: disagreement {disagreement:.4f}, "
+                         f"entropy {entropy:.4f}, foreground {voxels} voxels")
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         temporary = cache_file.with_name(cache_file.name + ".tmp")
         temporary.write_text(json.dumps({"version": CACHE_VERSION, "model": os.fspath(model.resolve()),

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from crossmatch_ext.active_learning import compute_study_scores, main, rank_studies, score_studies
+from crossmatch_ext.active_learning import (
+    compute_study_scores,
+    list_images,
+    main,
+    rank_studies,
+    score_studies,
+    study_id,
+)
 from crossmatch_ext.networks import VNet
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -92,3 +99,19 @@ def test_command_line_names_a_bad_image(studies, tmp_path, capsys):
                "--cache", os.fspath(tmp_path / "c.json"), "--override", "patch_size=[32,32,16]"])
     assert rc == 2
     assert "broken.nii.gz" in capsys.readouterr().err
+
+
+def test_studies_in_per_case_folders_are_named_by_their_folder(studies, tmp_path, capsys):
+    """The LA layout ``<CASE>/mri_norm2.h5``: every study is its case id, not the shared file name."""
+    data = studies["root"] / "data"
+    cases = {line.strip() for name in ("train.list", "val.list") for line in (data / name).read_text().splitlines()
+             if line.strip()}
+    lines: list[str] = []
+    scores, _ = score_studies(BUNDLE, studies["model"], list_images(data), cache_path=tmp_path / "c.json",
+                              overrides=OVERRIDES, progress=lines.append)
+    assert {s.id for s in scores} == cases and len(scores) == len(cases)
+    assert all(line.split("] ")[1].split(":")[0] in cases for line in lines)
+    assert study_id("data/patient001_frame01.h5") == "patient001_frame01"
+    rc = main(["rank", "--bundle", str(BUNDLE), "--model", str(studies["model"]), "--images", str(data),
+               "--cache", os.fspath(tmp_path / "c.json"), "--override", "patch_size=[32,32,16]"])
+    assert rc == 0 and json.loads(capsys.readouterr().out)["next"] in cases
