@@ -5,8 +5,9 @@ from __future__ import annotations
 from .builders import build_train_loader, loss_terms
 from .handlers import HandlerGroup, TrainingLog, TrainingProgressBar, read_training_log
 from .loaders import CrossMatchLoader
+from .randomness import RandomStreams, ResumableLoader, SeededDataset, SeededSampler, randomizable_transforms
 from .schedules import ConstantThreshold, OfficialRampThreshold, sigmoid_rampup
-from .trainer import CrossMatchTrainer, unwrap_network
+from .trainer import CrossMatchTrainer, TrainingRandomState, unwrap_network
 
 __all__ = [
     "read_training_log",
@@ -15,10 +16,16 @@ __all__ = [
     "CrossMatchTrainer",
     "HandlerGroup",
     "OfficialRampThreshold",
+    "RandomStreams",
+    "ResumableLoader",
+    "SeededDataset",
+    "SeededSampler",
     "TrainingLog",
+    "TrainingRandomState",
     "TrainingProgressBar",
     "build_train_loader",
     "loss_terms",
+    "randomizable_transforms",
     "sigmoid_rampup",
     "unwrap_network",
 ]

@@ -138,8 +138,10 @@ def training_checkpoint_handlers(
 
     * ``<ckpt_dir>/<final_filename>``: the network's ``state_dict`` at the end of training (the final weights,
       the papers' protocol), written by a ``CheckpointSaver`` with ``save_final=True``;
-    * ``<ckpt_dir>/resume/last.pt``: network, optimizer, LR scheduler and trainer state, every ``save_interval``
-      iterations and at the end (one file, replaced atomically: a killed run leaves the last complete state);
+    * ``<ckpt_dir>/resume/last.pt``: network, optimizer, LR scheduler and trainer state, and the trainer's
+      ``random_state`` when it has one (every random state the next iteration needs: the step's streams, the
+      loaders' positions), every ``save_interval`` iterations and at the end (one file, replaced atomically: a
+      killed run leaves the last complete state);
     * with ``resume``: a ``CheckpointLoader`` restoring that state before the first iteration, so the run continues
       where it stopped (iteration counter, LR schedule and optimizer moments included).
 
@@ -167,6 +169,9 @@ def training_checkpoint_handlers(
     if int(save_interval) < 0:
         raise InputValueError(f"save_interval (val_interval of the config) must be >= 0, got {save_interval}.")
     state = {"network": network, "optimizer": optimizer, "lr_scheduler": lr_scheduler, "trainer": trainer}
+    random_state = getattr(trainer, "random_state", None)
+    if random_state is not None:
+        state["random_state"] = random_state
     resume_dir = os.path.join(os.fspath(ckpt_dir), "resume")
     handlers: list[Any] = [
         AtomicCheckpointSaver(
@@ -185,7 +190,18 @@ def training_checkpoint_handlers(
                 f"resume is set but there is no resumable training state at {last}: train once without --resume "
                 "True, or point ckpt_dir at the folder of the interrupted run."
             )
-        iteration = load_resumable_state(last).get("trainer", {}).get("iteration")
+        saved = load_resumable_state(last)
+        iteration = saved.get("trainer", {}).get("iteration")
         logger.info(f"resuming from {last} (iteration {iteration})")
-        handlers.append(CheckpointLoader(load_path=last, load_dict=state, map_location=map_location))
+        load_dict = dict(state)
+        if "random_state" in load_dict and "random_state" not in saved:
+            del load_dict["random_state"]
+            logger.warning(
+                f"{last} holds no random state (written by an earlier version): the resumed run draws new data "
+                "orders, augmentations and dropout masks, so it will not repeat the uninterrupted run"
+            )
+        elif random_state is not None and not getattr(random_state, "exact", True):
+            logger.warning("the training loader does not record its position in the data: the resumed run starts "
+                           "a new pass over it, so it will not repeat the uninterrupted run")
+        handlers.append(CheckpointLoader(load_path=last, load_dict=load_dict, map_location=map_location))
     return handlers

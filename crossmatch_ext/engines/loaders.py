@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
+
+from .randomness import ResumableLoader
 
 __all__ = ["CrossMatchLoader"]
 
@@ -17,6 +19,8 @@ class CrossMatchLoader:
     One epoch is one pass over the unlabeled loader (as in the authors' code, where the labeled list is repeated
     to the unlabeled length); the labeled and mix loaders are restarted whenever they run out, so their own
     lengths do not matter. Unlike ``itertools.cycle`` nothing is cached: every restart draws new augmentations.
+    With :class:`~crossmatch_ext.engines.ResumableLoader` parts (what :func:`~crossmatch_ext.engines.build_train_loader`
+    makes), :meth:`state_dict` records where each stands and a resumed run continues from there.
 
     Args:
         labeled: loader of labeled batches (``image``, ``label``).
@@ -48,6 +52,27 @@ class CrossMatchLoader:
             sampler = getattr(loader, "sampler", None) if isinstance(loader, DataLoader) else None
             if isinstance(sampler, DistributedSampler):
                 sampler.set_epoch(epoch + offset)
+
+    def _parts(self) -> dict[str, Any]:
+        return {name: loader for name, loader in (("labeled", self.labeled), ("unlabeled", self.unlabeled),
+                                                  ("mix", self.mix)) if loader is not None}
+
+    @property
+    def resumable(self) -> bool:
+        """Whether every loader records its position (:class:`~crossmatch_ext.engines.ResumableLoader`), so that
+        :meth:`state_dict` / :meth:`load_state_dict` resume exactly."""
+        return all(isinstance(loader, ResumableLoader) for loader in self._parts().values())
+
+    def state_dict(self) -> dict[str, Any]:
+        """Each resumable loader's position (see :class:`~crossmatch_ext.engines.ResumableLoader`)."""
+        return {name: loader.state_dict() for name, loader in self._parts().items()
+                if isinstance(loader, ResumableLoader)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue each loader from the position in ``state`` at the next pass."""
+        for name, loader in self._parts().items():
+            if isinstance(loader, ResumableLoader) and name in state:
+                loader.load_state_dict(state[name])
 
     @staticmethod
     def _restarting(loader: Iterable) -> Iterator[Any]:

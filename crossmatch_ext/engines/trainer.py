@@ -58,9 +58,15 @@ from monai.utils import CommonKeys as Keys
 from crossmatch_ext.losses import CrossMatchLoss, PseudoLabel
 from crossmatch_ext.networks import FeaturePerturbedNetwork
 
+from .builders import stream_seed
+from .randomness import RandomStreams
 from .schedules import ConstantThreshold
 
-__all__ = ["COMPILE_MODES", "CrossMatchTrainer", "unwrap_network"]
+__all__ = ["COMPILE_MODES", "STEP_STREAM", "CrossMatchTrainer", "TrainingRandomState", "unwrap_network"]
+
+#: the random stream of the training step (:func:`~crossmatch_ext.engines.builders.stream_seed`); the loaders use
+#: :data:`~crossmatch_ext.engines.builders.LOADER_STREAMS`
+STEP_STREAM = 0
 
 #: ``compile`` values of :class:`CrossMatchTrainer`: ``"none"`` (eager), or a ``torch.compile`` mode. On CUDA,
 #: ``"reduce-overhead"`` replays the fixed-shape passes as CUDA graphs.
@@ -87,6 +93,58 @@ def _tensor(value: Any, device: torch.device, non_blocking: bool, channels_last:
     if channels_last and value.ndim in (4, 5):
         value = value.contiguous(memory_format=torch.channels_last if value.ndim == 4 else torch.channels_last_3d)
     return value
+
+
+class TrainingRandomState:
+    """Every random state the next training iteration needs, as one checkpointable object: the step's streams
+    (PyTorch CPU / CUDA, NumPy, Python: dropout, feature perturbation), the training loader's position in its
+    passes (when it records one: :class:`~crossmatch_ext.engines.ResumableLoader` parts) and the generators of
+    the batched device views.
+
+    Args:
+        trainer: the trainer whose state this is.
+    """
+
+    def __init__(self, trainer: CrossMatchTrainer) -> None:
+        self.trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        trainer = self.trainer
+        if trainer.random_streams is None:
+            trainer.random_streams = RandomStreams.seeded(trainer.step_seed())
+        state: dict[str, Any] = {"step": trainer.random_streams.state_dict()}
+        loader = trainer.data_loader
+        if hasattr(loader, "state_dict"):
+            state["loader"] = loader.state_dict()
+        views = trainer.device_views
+        if views is not None and hasattr(views, "state_dict"):
+            state["device_views"] = views.state_dict()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        import torch.distributed as dist
+
+        trainer = self.trainer
+        if dist.is_available() and dist.is_initialized() and dist.get_rank() > 0:
+            # the checkpoint holds the first process's step streams; the others start fresh ones of their own,
+            # derived from their seed and the iteration (repeatable, but not those of the uninterrupted run)
+            iteration = int(trainer.state.iteration or 0)
+            trainer.random_streams = RandomStreams.seeded(stream_seed(trainer.step_seed(), 1 + iteration))
+        else:
+            streams = RandomStreams.seeded(trainer.step_seed())
+            streams.load_state_dict(state["step"])
+            trainer.random_streams = streams
+        loader = trainer.data_loader
+        if "loader" in state and hasattr(loader, "load_state_dict"):
+            loader.load_state_dict(state["loader"])
+        views = trainer.device_views
+        if "device_views" in state and views is not None and hasattr(views, "load_state_dict"):
+            views.load_state_dict(state["device_views"])
+
+    @property
+    def exact(self) -> bool:
+        """Whether a resumed run can continue exactly as the uninterrupted one (the loader records its position)."""
+        return bool(getattr(self.trainer.data_loader, "resumable", hasattr(self.trainer.data_loader, "state_dict")))
 
 
 class CrossMatchTrainer(SupervisedTrainer):
@@ -141,6 +199,12 @@ class CrossMatchTrainer(SupervisedTrainer):
             After this many skipped steps in a row the run stops with an error (the weights being those before the
             first of them). ``0`` turns the check off (a non-finite gradient then reaches the weights). A finite step
             is unchanged; the check reads one flag from the device per step.
+        seed: the seed of the step's random streams (dropout, feature perturbation, device views), derived with
+            :func:`~crossmatch_ext.engines.builders.stream_seed`; ``None`` (default): PyTorch's initial seed when the
+            run starts (what ``monai.utils.set_determinism`` set). The step runs with these streams swapped in
+            (:class:`~crossmatch_ext.engines.RandomStreams`), so nothing that runs between iterations (validation,
+            logging, train metrics, checkpoints) changes what the next iteration draws, and the resumable
+            checkpoint holds them (:attr:`random_state`).
         image_key, label_key: keys of the labeled images / labels and of the unlabeled weak view.
         strong_keys: keys of the two strong views of an unlabeled item.
         box_keys: keys of the two CutMix boxes of an unlabeled item.
@@ -175,6 +239,7 @@ class CrossMatchTrainer(SupervisedTrainer):
         compile_backend: str | Callable = "inductor",
         device_views: Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]] | None = None,
         max_nonfinite_steps: int = 20,
+        seed: int | None = None,
         image_key: str = "image",
         label_key: str = "label",
         strong_keys: Sequence[str] = ("image_s1", "image_s2"),
@@ -255,10 +320,28 @@ class CrossMatchTrainer(SupervisedTrainer):
         self.strong_keys = tuple(strong_keys)
         self.box_keys = tuple(box_keys)
         self._grad_scaler: torch.amp.GradScaler | None = None
+        self.seed = None if seed is None else int(seed)
+        self.random_streams: RandomStreams | None = None
+        #: every random state of the run, for the resumable checkpoint (``state_dict`` / ``load_state_dict``)
+        self.random_state = TrainingRandomState(self)
+        # registered first, so a checkpoint loaded at STARTED (resume) replaces the fresh streams
+        self.add_event_handler(Events.STARTED, self._start_random_streams)
+        self.add_event_handler(Events.EPOCH_STARTED, self._note_epoch_start)
         if hasattr(train_data_loader, "set_epoch") and not isinstance(train_data_loader, torch.utils.data.DataLoader):
             self.add_event_handler(Events.EPOCH_STARTED, lambda engine: train_data_loader.set_epoch(engine.state.epoch))
         if self.max_iterations is not None:
             self.add_event_handler(Events.ITERATION_COMPLETED(once=self.max_iterations), lambda e: e.terminate())
+
+    def step_seed(self) -> int:
+        """The seed of the step's random streams (see ``seed``)."""
+        return stream_seed(torch.initial_seed() if self.seed is None else self.seed, STEP_STREAM)
+
+    def _start_random_streams(self, engine: Engine) -> None:
+        if self.random_streams is None:
+            self.random_streams = RandomStreams.seeded(self.step_seed())
+
+    def _note_epoch_start(self, engine: Engine) -> None:
+        self._epoch_first_iteration = engine.state.iteration + 1
 
     def run(self) -> None:  # type: ignore[override]
         """Run the training. MONAI's ``Trainer.run`` would make a CUDA gradient scaler whenever ``amp`` is set (and
@@ -273,8 +356,8 @@ class CrossMatchTrainer(SupervisedTrainer):
         if interval == 1:
             return True
         iteration = engine.state.iteration
-        epoch_length = engine.state.epoch_length
-        first_of_epoch = epoch_length is not None and (iteration - 1) % epoch_length == 0
+        # the first iteration an epoch runs (also when a resumed run starts mid-epoch): every epoch's metric has data
+        first_of_epoch = iteration == getattr(self, "_epoch_first_iteration", 1)
         return (iteration - 1) % interval == 0 or first_of_epoch
 
     def _register_postprocessing(self, posttrans: Callable) -> None:
@@ -438,6 +521,12 @@ class CrossMatchTrainer(SupervisedTrainer):
 
     # ----------------------------------------------------------------------------------------------------------
     def _iteration(self, engine: CrossMatchTrainer, batchdata: dict[str, Any]) -> dict:  # type: ignore[override]
+        if self.random_streams is None:  # called outside a run (tests): the global streams as they are
+            return self._step_iteration(engine, batchdata)
+        with self.random_streams.swap():
+            return self._step_iteration(engine, batchdata)
+
+    def _step_iteration(self, engine: CrossMatchTrainer, batchdata: dict[str, Any]) -> dict:
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         if self.supervised_only or "unlabeled" not in batchdata:

@@ -799,6 +799,20 @@ class BatchedUnlabeledViews:
         self._generators.clear()
         return self
 
+    def state_dict(self) -> dict[str, Any]:
+        """The seed and each device's generator state (for a resumable checkpoint)."""
+        return {"seed": self._seed, "generators": {str(d): g.get_state() for d, g in self._generators.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from :meth:`state_dict`'s draws."""
+        self._seed = state["seed"]
+        self._generators.clear()
+        for name, generator_state in state.get("generators", {}).items():
+            device = torch.device(name)
+            generator = torch.Generator(device=device)
+            generator.set_state(torch.as_tensor(generator_state, dtype=torch.uint8).cpu())
+            self._generators[device] = generator
+
     def generator(self, device: torch.device) -> torch.Generator:
         """The generator of ``device`` (made and seeded at its first use)."""
         device = torch.device(device)

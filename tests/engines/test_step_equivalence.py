@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from monai.engines.utils import IterationEvents
 
-from crossmatch_ext.engines import CrossMatchTrainer
+from crossmatch_ext.engines import CrossMatchTrainer, RandomStreams
 from crossmatch_ext.losses import CrossMatchLoss, MaskedDiceLoss
 from crossmatch_ext.networks import FeaturePerturbation, FeaturePerturbedNetwork, UNet, VNet
 
@@ -132,7 +132,7 @@ def _trainer_step(network, dice, task, batch, threshold, **kwargs):
         IterationEvents.BACKWARD_COMPLETED,
         lambda e: grads.update({n: p.grad.clone() for n, p in network.named_parameters() if p.grad is not None}),
     )
-    torch.manual_seed(123)
+    trainer.random_streams = RandomStreams.seeded(123)  # the step draws as the reference after manual_seed(123)
     trainer.run()
     return trainer.state.output, grads
 
