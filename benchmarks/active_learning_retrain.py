@@ -214,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         rows[arm] = {"added": arms[arm], "runs_of": shared, "training_seeds": per_seed,
                      "dice_mean": statistics.fmean(dice)}
     random_dice = [rows[a]["dice_mean"] for a in arms if a.startswith("random_seed")]
-    results = {"protocol": args.protocol, "description": protocol.description, "iterations":
+    results = {"protocol": args.protocol, "description": real_data.run_description(protocol, base.overrides),
+               "iterations":
                base.overrides["num_iterations"], "base_training_seed": args.seed, "training_seeds": retrain_seeds,
                "labeled": labeled_units, "k": k, "extra_overrides": args.set or [], "scoring_wall_s": scoring_wall_s,
                "base": base_result,

@@ -437,10 +437,32 @@ def _s_per_iteration(run: Run) -> float | None:
     return statistics.median(rates) if rates else None
 
 
+#: run-specific overrides that every run has (paths, seed, mode): not departures from the protocol
+_PER_RUN_KEYS = ("dataset_dir", "ckpt_dir", "output_dir", "seed", "mode", "validation_list")
+
+
+def run_description(protocol: Protocol, overrides: dict[str, Any]) -> str:
+    """The protocol's description, then what the run changed of it (``overrides`` against the protocol's own) and
+    its validation schedule, so that a results file never states defaults an overridden run did not use."""
+    changed = [f"{key}={value}" for key, value in overrides.items()
+               if key not in _PER_RUN_KEYS and protocol.overrides.get(key, _MISSING) != value]
+    text = protocol.description
+    if changed:
+        text += "; THIS RUN OVERRIDES: " + ", ".join(changed)
+    interval = overrides.get("val_interval")
+    if interval is not None:
+        text += (f"; validation every {interval} iterations (it does not change the model: validation draws from "
+                 "random streams of its own)")
+    return text
+
+
+_MISSING = object()
+
+
 def collect(runs: list[Run], protocol: Protocol, data: Path, args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "protocol": protocol.name,
-        "description": protocol.description,
+        "description": run_description(protocol, runs[0].overrides) if runs else protocol.description,
         "bundle": str(BUNDLES[protocol.bundle].relative_to(REPO)),
         "dataset_dir": str(data),
         "evaluation_list": args.eval_list,

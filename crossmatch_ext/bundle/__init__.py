@@ -77,6 +77,7 @@ from .evaluation import (
 from .monitors import TrainingMonitors, ValidationMonitors, every, validation_handlers
 from .training import (
     TrainingHandlers,
+    attach_precision_guard,
     checkpoint_handlers,
     config_device_views,
     config_loss,
@@ -132,6 +133,7 @@ __all__ = [
     "validation_loader",
     # training
     "TrainingHandlers",
+    "attach_precision_guard",
     "checkpoint_handlers",
     "crossmatch_trainer",
     "config_device_views",

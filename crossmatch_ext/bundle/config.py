@@ -54,6 +54,9 @@ TRAINER_SETTINGS: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "compile": ("none", ("none", "default", "reduce-overhead", "max-autotune")),
     # the unlabeled strong views and CutMix boxes made batched on the training device (auto: on CUDA, not on a CPU)
     "device_views": ("auto", ("auto", True, False)),
+    # with amp: each convolution checked at each new input shape, in float32 where its autocast kernel is wrong
+    # (crossmatch_ext.engines.PrecisionGuard; the CPU bf16 Conv3d weight gradient at depth 2 of torch 2.13)
+    "precision_guard": (True, (True, False)),
 }
 
 #: The method's and the run's settings that are the same in every CrossMatch bundle (the authors' values for LA and
@@ -92,6 +95,7 @@ CONFIG_READS: dict[str, tuple[str, ...]] = {
         "network_def::out_channels", "train::key_metric", "train::handlers", "amp", "amp_kwargs", "amp_dtype",
         "compile", "device_views",
         "deterministic",  # and, with device views on, train::unlabeled_dataset (also behind train::dataloader)
+        "precision_guard", "ckpt_dir",  # the guard's verdicts are added to <ckpt_dir>/run_settings.json
     ),
     "crossmatch_ext.bundle.config_amp": ("device", "deterministic"),
     "crossmatch_ext.bundle.setting": tuple(SHARED_SETTINGS),
@@ -331,7 +335,7 @@ _BOOL_OR_AUTO = "True, False or auto"
 SETTING_KINDS: dict[str, str] = {
     "amp": _BOOL, "cutmix": _BOOL, "resume": _BOOL, "legacy_cutmix_axes": _BOOL, "allow_overlap": _BOOL,
     "nesterov": _BOOL, "normalize_intensity": _BOOL, "largest_component": _BOOL, "mix_replacement": _BOOL,
-    "channels_last": _BOOL, "merge_teacher_passes": _BOOL, "deterministic": _BOOL,
+    "channels_last": _BOOL, "merge_teacher_passes": _BOOL, "deterministic": _BOOL, "precision_guard": _BOOL,
     "seed": _INT, "num_labeled": _INT, "num_labeled_patients": _INT, "batch_size": _INT, "num_iterations": _INT,
     "val_interval": _INT, "log_interval": _INT, "num_workers": _INT, "lr_decay_iterations": _INT,
     "sw_batch_size": _INT, "unlabeled_bits": _INT, "train_metric_interval": _INT,

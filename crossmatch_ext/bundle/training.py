@@ -22,11 +22,15 @@ set on the command line (``--channels_last True``).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
+from ignite.engine import Events
 from monai.bundle import ConfigParser
 from monai.handlers import LrScheduleHandler, ValidationHandler
 from monai.inferers import SimpleInferer
@@ -46,14 +50,17 @@ from crossmatch_ext.data.studies import monailabel_studies
 from crossmatch_ext.engines.builders import build_train_loader
 from crossmatch_ext.engines.checkpoints import training_checkpoint_handlers
 from crossmatch_ext.engines.handlers import HandlerGroup
+from crossmatch_ext.engines.precision import PrecisionGuard
 from crossmatch_ext.engines.trainer import CrossMatchTrainer
 from crossmatch_ext.errors import SettingError
+from crossmatch_ext.io import atomic_open
 from crossmatch_ext.losses import CrossMatchLoss
 from crossmatch_ext.networks import FeaturePerturbation, FeaturePerturbedNetwork
 from crossmatch_ext.transforms.batched import BatchedUnlabeledViews, device_views_from_dataset
 
 __all__ = [
     "TrainingHandlers",
+    "attach_precision_guard",
     "checkpoint_handlers",
     "crossmatch_trainer",
     "config_device_views",
@@ -145,6 +152,8 @@ def crossmatch_trainer(max_epochs: int = 1, parser: ConfigParser | None = None, 
     device_views              :func:`config_device_views` (setting ``device_views``, ``"auto"``)
     amp, amp_kwargs           ``amp``, else :func:`config_amp` (the device's default); ``amp_kwargs``, else the
                               autocast type ``amp_dtype`` (bfloat16). The precision is logged.
+    precision_guard           with ``amp``: :func:`attach_precision_guard` (setting ``precision_guard``, True);
+                              its verdicts are added to ``<ckpt_dir>/run_settings.json``
     ========================  ==========================================================================
 
     Args:
@@ -153,6 +162,9 @@ def crossmatch_trainer(max_epochs: int = 1, parser: ConfigParser | None = None, 
         given: any argument of ``CrossMatchTrainer``, taking precedence over the config id.
     """
     ids = ConfigIds(parser, "crossmatch_ext.bundle.crossmatch_trainer")
+    given = dict(given)
+    guard = bool(given.pop("precision_guard")) if "precision_guard" in given else bool(ids.setting("precision_guard"))
+    ckpt_dir = ids.get("ckpt_dir", None)
     arguments = ids.fill(given, {
         "device": lambda: ids.get("device"),
         "max_iterations": lambda: None if ids.get("monailabel_studies", None, monailabel_studies)
@@ -164,7 +176,8 @@ def crossmatch_trainer(max_epochs: int = 1, parser: ConfigParser | None = None, 
         "confidence_threshold": lambda: ids.get("threshold"),
         "supervised_only": lambda: ids.get("mode", "crossmatch") == "supervised",
         "teacher_mode": lambda: ids.setting("teacher_mode"),
-        **{name: _setting_reader(ids, name) for name in TRAINER_SETTINGS if name != "device_views"},
+        **{name: _setting_reader(ids, name) for name in TRAINER_SETTINGS
+           if name not in ("device_views", "precision_guard")},
         "device_views": lambda: config_device_views(ids),
         "inferer": lambda: ids.get("train::inferer", None, SimpleInferer),
         "postprocessing": lambda: ids.get("train::postprocessing", None, lambda: one_hot_postprocessing(
@@ -177,7 +190,80 @@ def crossmatch_trainer(max_epochs: int = 1, parser: ConfigParser | None = None, 
     precision = describe_precision(arguments["amp"], arguments["amp_kwargs"], arguments["device"],
                                    bool(ids.get("deterministic", False)))
     logger.info(f"precision: {precision}")
-    return CrossMatchTrainer(max_epochs=max_epochs, **arguments)
+    trainer = CrossMatchTrainer(max_epochs=max_epochs, **arguments)
+    if arguments["amp"] and guard:
+        attach_precision_guard(trainer, Path(ckpt_dir) / "run_settings.json" if ckpt_dir is not None else None)
+    return trainer
+
+
+def attach_precision_guard(
+    trainer: CrossMatchTrainer, run_settings: str | os.PathLike | None = None
+) -> PrecisionGuard:
+    """Guard the convolutions of the network ``trainer`` trains against wrong autocast kernels
+    (:class:`~crossmatch_ext.engines.PrecisionGuard`), and record the verdicts.
+
+    Each convolution is checked at each new input shape on its first call under the trainer's autocast (CPU:
+    ``amp_kwargs``' dtype, else bfloat16; CUDA: else float16); one that is wrong in that type runs in float32 for
+    the whole run, with a warning naming it. The bundle's evaluators run the same network modules, so an evaluator's
+    autocast (on CUDA) is guarded too; on a CPU they run in float32 and the guard does nothing there.
+
+    After the first iteration (and again when the run completes, if more shapes were decided meanwhile) the guard's
+    :meth:`~crossmatch_ext.engines.PrecisionGuard.record` is written into ``run_settings`` as the entry
+    ``"precision_guard"`` (atomically, by the first process only, when the file exists: it is written by
+    :func:`~crossmatch_ext.bundle.check_training_run`).
+
+    Args:
+        trainer: the trainer (its ``network`` may be wrapped in ``DistributedDataParallel``).
+        run_settings: the run's ``run_settings.json`` (None: not recorded).
+
+    Returns:
+        The guard, also set as ``trainer.precision_guard``.
+    """
+    device_type = torch.device(trainer.state.device if trainer.state.device is not None else "cpu").type
+    default = torch.bfloat16 if device_type == "cpu" else torch.float16
+    dtype = trainer.amp_kwargs.get("dtype", default)
+    guard = PrecisionGuard(trainer.network, device_type, dtype).attach()
+    setattr(trainer, "precision_guard", guard)  # noqa: B010  # an attribute CrossMatchTrainer does not declare
+    path = Path(run_settings) if run_settings is not None else None
+    recorded: list[int] = []  # the count of shapes decided when last recorded
+
+    def record(engine: Any) -> None:
+        decided = guard.record()["shapes_decided"]
+        if recorded and recorded[-1] == decided:
+            return
+        first = not recorded
+        recorded.append(decided)
+        if first:
+            flagged = guard.float32_modules
+            logger.info(
+                f"precision guard: {decided} convolution input shapes decided ({guard.checks_run} checked in "
+                f"{guard.check_seconds:.1f} s, the others from the cache); kept in float32: "
+                f"{', '.join(flagged) if flagged else 'none'}"
+            )
+        if path is not None and process_rank() == 0:
+            _record_in_run_settings(path, guard)
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: None if recorded else record(engine))
+    trainer.add_event_handler(Events.COMPLETED, record)
+    return guard
+
+
+def _record_in_run_settings(path: Path, guard: PrecisionGuard) -> None:
+    """Add the guard's record to ``run_settings.json`` as ``"precision_guard"`` (nothing when the file is missing)."""
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as error:
+        logger.warning(f"precision guard: {path} is unreadable ({error}); its verdicts are not recorded there")
+        return
+    if not isinstance(content, dict):
+        logger.warning(f"precision guard: {path} does not hold a JSON object; its verdicts are not recorded there")
+        return
+    content["precision_guard"] = guard.record()
+    with atomic_open(path, "w", encoding="utf-8") as stream:
+        json.dump(content, stream, indent=2)
+        stream.write("\n")
 
 
 def _spatial_dims(network: torch.nn.Module) -> int:

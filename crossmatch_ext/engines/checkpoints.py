@@ -8,6 +8,7 @@ for a fixed file name such as ``model_best.pt``, deletes the old file before wri
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -22,7 +23,17 @@ from monai.handlers import CheckpointLoader, CheckpointSaver
 from ..errors import InputFileNotFoundError, InputValueError
 from ..io import atomic_torch_save
 
-__all__ = ["AtomicCheckpointSaver", "ResumableStateSaver", "load_resumable_state", "training_checkpoint_handlers"]
+__all__ = [
+    "AtomicCheckpointSaver",
+    "ResumableStateSaver",
+    "TrainingSummaryWriter",
+    "load_resumable_state",
+    "read_training_summary",
+    "training_checkpoint_handlers",
+]
+
+#: the file beside the final weights that says how the training run ended
+TRAINING_SUMMARY = "training_summary.json"
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +109,52 @@ class ResumableStateSaver:
         atomic_torch_save(state, self.path)
 
 
+class TrainingSummaryWriter:
+    """Write ``<ckpt_dir>/training_summary.json`` when training completes: iterations, the steps skipped for
+    non-finite gradients (the safety net of :class:`~crossmatch_ext.engines.CrossMatchTrainer`) and how they were
+    checked, so an evaluation of the final weights can report them (:func:`read_training_summary`).
+
+    Args:
+        path: the file.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if idist.get_rank() != 0:
+            return
+        read = getattr(engine, "read_skipped_steps", None)
+        skipped = int(read()) if callable(read) else int(getattr(engine, "skipped_steps", 0))
+        summary = {
+            "iterations": int(engine.state.iteration),
+            "skipped_steps": skipped,
+            "nonfinite_check": getattr(engine, "nonfinite_check", None),
+            "max_nonfinite_steps": getattr(engine, "max_nonfinite_steps", None),
+            "final_weights": "model.pt",
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(f".{self.path.name}.tmp")
+        temporary.write_text(json.dumps(summary, indent=1) + "\n")
+        os.replace(temporary, self.path)
+
+
+def read_training_summary(checkpoint: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``training_summary.json`` beside ``checkpoint`` (the final weights a training run wrote), or None when
+    there is none (weights from elsewhere, or a run that did not complete)."""
+    path = Path(checkpoint).parent / TRAINING_SUMMARY
+    if not path.is_file():
+        return None
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError) as error:
+        logger.warning(f"cannot read the training summary {path}: {error}")
+        return None
+
+
 def load_resumable_state(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
     """Load a state written by :class:`ResumableStateSaver` (with ``weights_only=True``).
 
@@ -142,6 +199,7 @@ def training_checkpoint_handlers(
       ``random_state`` when it has one (every random state the next iteration needs: the step's streams, the
       loaders' positions), every ``save_interval`` iterations and at the end (one file, replaced atomically: a
       killed run leaves the last complete state);
+    * ``<ckpt_dir>/training_summary.json`` when training completes (:class:`TrainingSummaryWriter`);
     * with ``resume``: a ``CheckpointLoader`` restoring that state before the first iteration, so the run continues
       where it stopped (iteration counter, LR schedule and optimizer moments included).
 
@@ -182,6 +240,7 @@ def training_checkpoint_handlers(
             save_interval=0,
         ),
         ResumableStateSaver(os.path.join(resume_dir, "last.pt"), state, int(save_interval)),
+        TrainingSummaryWriter(os.path.join(os.fspath(ckpt_dir), TRAINING_SUMMARY)),
     ]
     if resume:
         last = os.path.join(resume_dir, "last.pt")

@@ -112,7 +112,8 @@ class TrainingRandomState:
         trainer = self.trainer
         if trainer.random_streams is None:
             trainer.random_streams = RandomStreams.seeded(trainer.step_seed())
-        state: dict[str, Any] = {"step": trainer.random_streams.state_dict()}
+        state: dict[str, Any] = {"step": trainer.random_streams.state_dict(),
+                                 "skipped_steps": int(trainer.read_skipped_steps())}
         loader = trainer.data_loader
         if hasattr(loader, "state_dict"):
             state["loader"] = loader.state_dict()
@@ -137,6 +138,7 @@ class TrainingRandomState:
         loader = trainer.data_loader
         if "loader" in state and hasattr(loader, "load_state_dict"):
             loader.load_state_dict(state["loader"])
+        trainer.skipped_steps = int(state.get("skipped_steps", 0))
         views = trainer.device_views
         if "device_views" in state and views is not None and hasattr(views, "load_state_dict"):
             views.load_state_dict(state["device_views"])
@@ -198,7 +200,18 @@ class CrossMatchTrainer(SupervisedTrainer):
             PyTorch's gradient scaler skips the overflowing steps of float16 training; a warning names the iteration.
             After this many skipped steps in a row the run stops with an error (the weights being those before the
             first of them). ``0`` turns the check off (a non-finite gradient then reaches the weights). A finite step
-            is unchanged; the check reads one flag from the device per step.
+            is unchanged. How the flag is read is ``nonfinite_check``'s choice.
+        nonfinite_check: ``"host"`` reads the step's finiteness flag on the host (one device synchronisation per
+            step); ``"device"`` never waits for the device: the step always runs, then every parameter, optimizer
+            state and batch-norm buffer is put back on the device (``torch.where`` against a copy taken before the
+            step) when the flag says not finite; the skipped steps are counted on the device and read every
+            ``nonfinite_read_interval`` iterations and at the end, where the warning and the stop happen (the weights
+            stay those before the first skipped step either way). It holds a copy of the parameters and optimizer
+            state (about 3x the parameters' memory with Adam). A step counter the optimizer keeps on the host (Adam's
+            unless ``capturable``) is corrected at each read, so until then Adam's bias correction counts the
+            skipped steps (a factor ``1 - beta ** t`` that is already ~1 after a few thousand steps). ``"auto"``
+            (default): ``"device"`` on CUDA, ``"host"`` elsewhere (a CPU's flag costs nothing to read).
+        nonfinite_read_interval: iterations between reads of the device's count of skipped steps (``"device"``).
         seed: the seed of the step's random streams (dropout, feature perturbation, device views), derived with
             :func:`~crossmatch_ext.engines.builders.stream_seed`; ``None`` (default): PyTorch's initial seed when the
             run starts (what ``monai.utils.set_determinism`` set). The step runs with these streams swapped in
@@ -239,6 +252,8 @@ class CrossMatchTrainer(SupervisedTrainer):
         compile_backend: str | Callable = "inductor",
         device_views: Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]] | None = None,
         max_nonfinite_steps: int = 20,
+        nonfinite_check: str = "auto",
+        nonfinite_read_interval: int = 50,
         seed: int | None = None,
         image_key: str = "image",
         label_key: str = "label",
@@ -264,6 +279,10 @@ class CrossMatchTrainer(SupervisedTrainer):
             raise ValueError(f"max_nonfinite_steps must be 0 (no check) or positive, got {max_nonfinite_steps}.")
         if int(train_metric_interval) < 1:
             raise ValueError(f"train_metric_interval must be a positive integer, got {train_metric_interval}.")
+        if nonfinite_check not in ("auto", "host", "device"):
+            raise ValueError(f"nonfinite_check must be 'auto', 'host' or 'device', got {nonfinite_check!r}.")
+        if int(nonfinite_read_interval) < 1:
+            raise ValueError(f"nonfinite_read_interval must be a positive integer, got {nonfinite_read_interval}.")
         self.train_metric_interval = int(train_metric_interval)  # read by the registrations in super().__init__
         kwargs.setdefault("non_blocking", True)  # host-to-device copies overlap the step (pinned loader memory)
         epoch_length = kwargs.pop("epoch_length", None)
@@ -314,6 +333,15 @@ class CrossMatchTrainer(SupervisedTrainer):
         self.max_nonfinite_steps = int(max_nonfinite_steps)
         self.skipped_steps = 0  # steps skipped for non-finite gradients in this run
         self._skipped_in_a_row = 0
+        if nonfinite_check == "auto":
+            nonfinite_check = "device" if torch.device(device).type == "cuda" else "host"
+        self.nonfinite_check = nonfinite_check
+        self.nonfinite_read_interval = int(nonfinite_read_interval)
+        self._device_skipped: torch.Tensor | None = None  # "device" check: skipped steps, counted on the device
+        self._device_in_a_row: torch.Tensor | None = None
+        self._step_copies: list[torch.Tensor] = []
+        self._host_counters: list[torch.Tensor] = []
+        self._device_read = 0  # the device's count at the last read
         self._buffers: list[torch.Tensor] = []
         self._buffer_copies: list[torch.Tensor] = []
         self.image_key, self.label_key = image_key, label_key
@@ -331,6 +359,10 @@ class CrossMatchTrainer(SupervisedTrainer):
             self.add_event_handler(Events.EPOCH_STARTED, lambda engine: train_data_loader.set_epoch(engine.state.epoch))
         if self.max_iterations is not None:
             self.add_event_handler(Events.ITERATION_COMPLETED(once=self.max_iterations), lambda e: e.terminate())
+        if self.max_nonfinite_steps and self.nonfinite_check == "device":
+            self.add_event_handler(Events.ITERATION_COMPLETED(every=self.nonfinite_read_interval),
+                                   self.read_skipped_steps)
+        self.add_event_handler(Events.COMPLETED, self._log_summary)
 
     def step_seed(self) -> int:
         """The seed of the step's random streams (see ``seed``)."""
@@ -339,6 +371,13 @@ class CrossMatchTrainer(SupervisedTrainer):
     def _start_random_streams(self, engine: Engine) -> None:
         if self.random_streams is None:
             self.random_streams = RandomStreams.seeded(self.step_seed())
+
+    def _log_summary(self, engine: Engine) -> None:
+        skipped = self.read_skipped_steps()
+        check = (f"checked on the {self.nonfinite_check}" if self.max_nonfinite_steps
+                 else "not checked: max_nonfinite_steps 0")
+        self.logger.info(f"training finished after {engine.state.iteration} iterations: {skipped} steps skipped for "
+                         f"non-finite gradients ({check})")
 
     def _note_epoch_start(self, engine: Engine) -> None:
         self._epoch_first_iteration = engine.state.iteration + 1
@@ -464,11 +503,79 @@ class CrossMatchTrainer(SupervisedTrainer):
         if scaler is not None:  # float16: the scaler skips overflowing steps itself
             scaler.step(engine.optimizer)
             scaler.update()
+        elif self.max_nonfinite_steps and self.nonfinite_check == "device" and self._step_on_device(engine):
+            return
         elif self.max_nonfinite_steps and not self._finite_gradients(engine.optimizer):
             self._skip_step(engine)
         else:
             self._skipped_in_a_row = 0
             engine.optimizer.step()
+
+    def _step_on_device(self, engine: CrossMatchTrainer) -> bool:
+        """The optimizer step, undone on the device when the gradients are not all finite (no host synchronisation).
+        False (nothing done) when the optimizer has no state yet (its first step): the host check runs then."""
+        optimizer = engine.optimizer
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not params or any(p not in optimizer.state or not optimizer.state[p] for p in params):
+            return False
+        device = params[0].device
+        tensors = list(params)
+        self._host_counters = []
+        for p in params:
+            for value in optimizer.state[p].values():
+                if not isinstance(value, torch.Tensor):
+                    continue
+                # Adam's step counter stays on the host unless capturable: corrected when the count is read
+                (tensors if value.device == device else self._host_counters).append(value)
+        if len(self._step_copies) != len(tensors) or any(
+            c.shape != t.shape or c.dtype != t.dtype or c.device != t.device
+            for c, t in zip(self._step_copies, tensors)
+        ):
+            self._step_copies = [torch.empty_like(t) for t in tensors]
+        with torch.no_grad():
+            finite = torch.stack([torch.isfinite(p.grad).all() for p in params]).all()
+            torch._foreach_copy_(self._step_copies, tensors)
+            optimizer.step()
+            for tensor, copy in zip(tensors, self._step_copies):
+                tensor.copy_(torch.where(finite, tensor, copy))
+            for buffer, copy in zip(self._buffers, self._buffer_copies):
+                buffer.copy_(torch.where(finite, buffer, copy))
+            skipped = (~finite).to(torch.int64)
+            if self._device_skipped is None or self._device_in_a_row is None:
+                self._device_skipped = torch.zeros((), dtype=torch.int64, device=finite.device)
+                self._device_in_a_row = torch.zeros((), dtype=torch.int64, device=finite.device)
+            self._device_skipped += skipped
+            self._device_in_a_row.add_(1).mul_(skipped)
+        return True
+
+    def read_skipped_steps(self, engine: Engine | None = None) -> int:
+        """Read the device's count of skipped steps (``nonfinite_check="device"``): warn about new ones, stop the run
+        after ``max_nonfinite_steps`` in a row. Returns :attr:`skipped_steps`."""
+        if self._device_skipped is None or self._device_in_a_row is None:
+            return self.skipped_steps
+        counts = torch.stack([self._device_skipped, self._device_in_a_row]).tolist()  # one synchronisation
+        device_total, in_a_row = int(counts[0]), int(counts[1])
+        # the first steps (before the optimizer has a state) are checked on the host and counted there
+        new, self._device_read = device_total - self._device_read, device_total
+        self.skipped_steps += new
+        total = self.skipped_steps
+        for counter in self._host_counters:  # the optimizer's host-side step counters counted the skipped steps
+            counter.sub_(new)
+        iteration = self.state.iteration
+        precision = f"{self.amp_kwargs.get('dtype', torch.bfloat16)} autocast" if self.amp else "float32"
+        if in_a_row >= self.max_nonfinite_steps:
+            raise FloatingPointError(
+                f"iteration {iteration}: the gradients were not finite in {in_a_row} steps in a row "
+                f"({precision}), so training stops; the weights are those before iteration {iteration - in_a_row + 1}. "
+                "Check the input images for NaN or extreme values, lower learning_rate, or train in float32 "
+                "(--amp False)."
+            )
+        if new > 0:
+            self.logger.warning(
+                f"iterations up to {iteration}: {new} steps with non-finite gradients ({precision}) were skipped (no "
+                f"update, batch-norm statistics restored), {total} skipped in this run"
+            )
+        return self.skipped_steps
 
     def _keep_buffers(self, network: nn.Module) -> None:
         """Copy the buffers (batch-norm statistics and counts) before the step's passes update them."""

@@ -95,3 +95,22 @@ def test_paper_setting_refuses_on_cpu_without_yes(tmp_path, capsys, monkeypatch)
     assert code == 2
     out = capsys.readouterr().out
     assert "GPU-sized" in out and "--yes" in out and not (tmp_path / "o").exists()
+
+
+def test_the_description_names_what_a_run_changed_and_its_validation_schedule(tmp_path: Path):
+    protocol = real_data.PROTOCOLS["la"]
+    args = real_data.argparse.Namespace(seeds=[0], modes=["crossmatch"], iterations=300, eval_list="val.list",
+                                        num_workers=None, device=None, no_amp=False,
+                                        set=["patch_size=[32,32,32]", "eval_protocol=monai"])
+    run = real_data.make_runs(protocol, args, _data(tmp_path), tmp_path / "out")[0]
+    text = real_data.run_description(protocol, run.overrides)
+    assert text.startswith(protocol.description)
+    changed = text.split("THIS RUN OVERRIDES: ")[1]
+    assert "num_iterations=300" in changed and "patch_size=[32,32,32]" in changed and "eval_protocol=monai" in changed
+    assert "seed=" not in changed and "dataset_dir" not in changed  # per-run values are not departures
+    assert "validation every 250 iterations" in text
+    (tmp_path / "b").mkdir()
+    plain = real_data.make_runs(protocol, real_data.argparse.Namespace(
+        seeds=[0], modes=["crossmatch"], iterations=None, eval_list="val.list", num_workers=None, device=None,
+        no_amp=False, set=None), _data(tmp_path / "b"), tmp_path / "out2")[0]
+    assert "OVERRIDES" not in real_data.run_description(protocol, plain.overrides)

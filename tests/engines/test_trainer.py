@@ -198,10 +198,11 @@ def _snapshot(net: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
-def test_a_step_with_non_finite_gradients_is_skipped_and_training_goes_on():
+@pytest.mark.parametrize("check", ["host", "device"])
+def test_a_step_with_non_finite_gradients_is_skipped_and_training_goes_on(check):
     net = _network(seed=2)
     box: list = []
-    trainer = _trainer(net, _loader(), max_iterations=3)
+    trainer = _trainer(net, _loader(), max_iterations=3, nonfinite_check=check, nonfinite_read_interval=1)
     box.append(trainer)
     _poisoned(net, {2}, box)
     states: dict[int, dict[str, torch.Tensor]] = {}
@@ -222,17 +223,71 @@ def test_a_step_with_non_finite_gradients_is_skipped_and_training_goes_on():
     assert changed, "the step after the skipped one must update the weights"
 
 
-def test_non_finite_gradients_in_a_row_stop_the_run_with_the_weights_before_them():
+@pytest.mark.parametrize("check", ["host", "device"])
+def test_non_finite_gradients_in_a_row_stop_the_run_with_the_weights_before_them(check):
     net = _network(seed=2)
-    before = _snapshot(net)
     box: list = []
-    trainer = _trainer(net, _loader(n=12), max_iterations=6, max_nonfinite_steps=3)
+    trainer = _trainer(net, _loader(n=12), max_iterations=8, max_nonfinite_steps=3, nonfinite_check=check,
+                       nonfinite_read_interval=2)
     box.append(trainer)
-    _poisoned(net, {1, 2, 3, 4, 5, 6}, box)
-    with pytest.raises(FloatingPointError, match=r"iteration 3: the gradients were not finite in 3 steps in a row"):
+    _poisoned(net, {2, 3, 4, 5, 6, 7, 8}, box)  # the first step is finite: the optimizer then has a state
+    after_first: dict[str, torch.Tensor] = {}
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=1), lambda e: after_first.update(_snapshot(net)))
+    # steps 2, 3, 4 are bad: the host check stops at 4, the device check at its read of iteration 4 (every 2)
+    with pytest.raises(FloatingPointError, match=r"iteration 4: the gradients were not finite in 3 steps in a row"):
         trainer.run()
     for key, value in _snapshot(net).items():
-        torch.testing.assert_close(value, before[key], rtol=0, atol=0, msg=key)
+        torch.testing.assert_close(value, after_first[key], rtol=0, atol=0, msg=key)
+
+
+def test_the_device_check_never_waits_for_the_device(monkeypatch):
+    """With ``nonfinite_check="device"`` the check reads no value on the host: every tensor-to-Python conversion
+    raises inside it (except in the optimizer's own step, whose host-side step counter Adam reads); the skipped step
+    is still undone and counted when the count is read."""
+    net = _network(seed=2)
+    box: list = []
+    trainer = _trainer(net, _loader(n=8), max_iterations=4, nonfinite_check="device", nonfinite_read_interval=10)
+    box.append(trainer)
+    _poisoned(net, {3}, box)
+    inner, optimizer_step = trainer._step_on_device, trainer.optimizer.step
+    names = ("item", "tolist", "__bool__", "__int__", "__float__")
+    originals = {name: getattr(torch.Tensor, name) for name in names}
+    state = {"checking": False}
+    calls: list[bool] = []
+
+    def refusing(name):
+        def conversion(self, *args, **kwargs):
+            if state["checking"]:
+                raise AssertionError(f"the device check synchronised with the host (Tensor.{name})")
+            return originals[name](self, *args, **kwargs)
+
+        return conversion
+
+    def step(*args, **kwargs):
+        checking, state["checking"] = state["checking"], False
+        try:
+            return optimizer_step(*args, **kwargs)
+        finally:
+            state["checking"] = checking
+
+    def guarded(engine):
+        state["checking"] = True
+        try:
+            done = inner(engine)
+        finally:
+            state["checking"] = False
+        calls.append(done)
+        return done
+
+    for name in names:
+        monkeypatch.setattr(torch.Tensor, name, refusing(name))
+    monkeypatch.setattr(trainer.optimizer, "step", step)
+
+    monkeypatch.setattr(trainer, "_step_on_device", guarded)
+    trainer.run()
+    assert calls == [False, True, True, True]  # the first step has no optimizer state yet: checked on the host
+    assert trainer.skipped_steps == 1  # read at the end of the run
+    assert all(torch.isfinite(p).all() for p in net.parameters())
 
 
 def test_without_the_check_a_non_finite_gradient_reaches_the_weights():
