@@ -82,6 +82,9 @@ def test_train_evaluate_infer_through_config_workflow(dataset: Path, tmp_path: P
     protocol = json.loads((tmp_path / "eval" / "metrics_protocol.json").read_text())
     assert protocol["protocol"]["split"] == "val.list" and "pixel" in protocol["protocol"]["units"]
     assert protocol["protocol"]["classes"]["2"] == "myocardium"
+    # the training run's end, read from models/training_summary.json: 4 iterations, no step skipped
+    assert protocol["protocol"]["training"]["iterations"] == 4
+    assert protocol["protocol"]["training"]["skipped_steps"] == 0
     dice = np.mean([float(r["dice"]) for r in rows])
     assert protocol["summary"]["dice"]["mean"] == pytest.approx(dice, abs=1e-5)
 

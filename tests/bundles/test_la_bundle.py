@@ -59,6 +59,8 @@ def test_train_evaluate_infer_through_config_workflow(dataset: Path, tmp_path: P
     assert len(rows) == 1 + 2
     protocol = json.loads((tmp_path / "eval" / "metrics_protocol.json").read_text())
     assert "val.list" in json.dumps(protocol) and "voxel" in json.dumps(protocol)
+    training = protocol["protocol"]["training"]  # models/training_summary.json of the run above
+    assert training["iterations"] == 4 and training["skipped_steps"] == 0
     assert (tmp_path / "eval" / "metrics_mm.csv").is_file()
 
     images = dataset / "nifti" / "imagesTr"
