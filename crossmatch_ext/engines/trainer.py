@@ -131,6 +131,11 @@ class TrainingRandomState:
             # derived from their seed and the iteration (repeatable, but not those of the uninterrupted run)
             iteration = int(trainer.state.iteration or 0)
             trainer.random_streams = RandomStreams.seeded(stream_seed(trainer.step_seed(), 1 + iteration))
+            trainer.logger.warning(
+                f"process {dist.get_rank()}: the checkpoint holds the first process's dropout streams only; this "
+                f"process draws fresh ones from its seed and iteration {iteration}, so from here it does not repeat "
+                "the uninterrupted run exactly (its data does)"
+            )
         else:
             streams = RandomStreams.seeded(trainer.step_seed())
             streams.load_state_dict(state["step"])
