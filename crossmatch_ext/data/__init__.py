@@ -17,6 +17,14 @@ from .datalists import (
     read_id_list,
 )
 from .datasets import dataset_datalists, load_dataset_module, raw_label_map, resolve_layout
+from .decathlon import (
+    DecathlonDataset,
+    convert_acdc_to_decathlon,
+    convert_la_to_decathlon,
+    make_decathlon_case,
+    read_decathlon,
+    write_decathlon_dataset,
+)
 from .folders import INFERENCE_PATTERNS, image_folder_datalist
 from .loading import (
     LA_RAW_LABEL_MAP,
@@ -80,4 +88,10 @@ __all__ = [
     "studies_datalists",
     "write_acdc_dataset",
     "write_la_dataset",
+    "DecathlonDataset",
+    "convert_acdc_to_decathlon",
+    "convert_la_to_decathlon",
+    "make_decathlon_case",
+    "read_decathlon",
+    "write_decathlon_dataset",
 ]
