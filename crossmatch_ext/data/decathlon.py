@@ -46,6 +46,7 @@ from monai.config import PathLike
 
 from ..errors import InputError, InputFileNotFoundError, InputValueError
 from .datasets.common import DATALIST_NAME, Datalists, Item, case_id_from_path, read_id_list, select_labeled
+from .synthetic.common import write_nifti
 
 __all__ = [
     "DATASET_JSON",
@@ -425,17 +426,6 @@ def datalists(
 
 
 # ---------------------------------------------------------------------------------------------------- writing
-def _write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
-    import nibabel as nib
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = nib.Nifti1Image(array, affine)
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
-    image.header.set_xyzt_units("mm", "sec")
-    nib.save(image, str(path))
-
-
 def _write_json(path: Path, content: Mapping[str, Any]) -> None:
     path.write_text(json.dumps(content, indent=2) + "\n")
 
@@ -615,12 +605,12 @@ def write_decathlon_dataset(
             case = f"{kind}_{i:03d}"
             image, label = make_decathlon_case(kind, dims, seed=(seed, i))
             if i >= total:
-                _write_nifti(partial / "imagesTs" / f"{case}.nii.gz", image, affine)
+                write_nifti(partial / "imagesTs" / f"{case}.nii.gz", image, affine)
                 continue
-            _write_nifti(partial / "imagesTr" / f"{case}.nii.gz", image, affine)
+            write_nifti(partial / "imagesTr" / f"{case}.nii.gz", image, affine)
             entry = {"image": f"./imagesTr/{case}.nii.gz"}
             if i < num_labeled + num_validation:
-                _write_nifti(partial / "labelsTr" / f"{case}.nii.gz", label, affine)
+                write_nifti(partial / "labelsTr" / f"{case}.nii.gz", label, affine)
                 entry["label"] = f"./labelsTr/{case}.nii.gz"
             if num_labeled <= i < num_labeled + num_validation:
                 validation_ids.append(case)
@@ -705,14 +695,14 @@ def _convert(
                     affine = h5_affine(image.ndim)
                     spacing_known = spacing_known and h5_spacing_known
                     image = np.transpose(image, h5_order) if h5_order is not None else image
-                _write_nifti(partial / "imagesTr" / f"{case}.nii.gz", image.astype(np.float32), affine)
+                write_nifti(partial / "imagesTr" / f"{case}.nii.gz", image.astype(np.float32), affine)
                 entry = {"image": f"./imagesTr/{case}.nii.gz"}
                 if "label" in item:
                     label, label_affine = _read_source(str(item["label"]), "label")
                     if label_affine is None and h5_order is not None:
                         label = np.transpose(label, h5_order)
                     label = _map_label(label, mapping, str(item["label"]))
-                    _write_nifti(partial / "labelsTr" / f"{case}.nii.gz", label, affine)
+                    write_nifti(partial / "labelsTr" / f"{case}.nii.gz", label, affine)
                     entry["label"] = f"./labelsTr/{case}.nii.gz"
                 entries.append(entry)
         note = ("" if spacing_known else " The source HDF5 files store no voxel size: spacing 1 was written, and "
