@@ -32,9 +32,11 @@ import crossmatch_ext.inferers
 import crossmatch_ext.losses
 import crossmatch_ext.metrics
 import crossmatch_ext.networks
+import crossmatch_ext.planning
 import crossmatch_ext.transforms  # noqa: F401
 from crossmatch_ext.errors import install_error_hook
 
+from . import auto
 from .checks import check_training_run, effective_settings, prepare_evaluation, prepare_run, prepare_training
 from .config import (
     CONFIG_READS,
@@ -91,6 +93,7 @@ from .training import (
 )
 
 __all__ = [
+    "auto",
     # config
     "CONFIG_READS",
     "METHOD_SETTINGS",

@@ -165,7 +165,8 @@ def check_training_run(bundle: str, parser: Any = None, min_free_bytes: int | No
     1. every setting of :data:`SETTING_KINDS` present in the config has the right type (``--amp false`` is
        rejected: MONAI's command line passes it as the text ``'false'``);
     2. ``ckpt_dir`` and ``output_dir`` can be created and written, and the disk has room for the checkpoints;
-    3. the data lists are built and every file is checked (:func:`crossmatch_ext.data.validate_datalists`): raw
+    3. the data lists are built and every file is checked (:func:`crossmatch_ext.data.validate_datalists`, or the
+       config's ``data_check`` when it has one: the report of a check made already): raw
        label values against the ``RAW_LABEL_MAPS`` of the config's ``dataset_module`` for the ``resolved_layout``,
        image sizes against ``patch_size`` when the config has one;
     4. the seed and every effective setting are logged and written to ``<ckpt_dir>/run_settings.json`` (atomically).
@@ -221,7 +222,8 @@ def check_training_run(bundle: str, parser: Any = None, min_free_bytes: int | No
     if "dataset_module" in config:
         bundle_root = parser.get_parsed_content("bundle_root") if "bundle_root" in config else None
         label_map = raw_label_map(parser.get_parsed_content("dataset_module"), layout, bundle_root=bundle_root)
-    report = validate_datalists(
+    # a config whose data were checked already (the auto bundle's plan reads every file) names that check's report
+    report = parser.get_parsed_content("data_check") if "data_check" in config else validate_datalists(
         parser.get_parsed_content("datalists"),
         spatial_dims=3,
         label_values=list(range(int(out_channels))) if out_channels is not None else None,

@@ -427,7 +427,9 @@ def check_setting(key: str, value: Any, kind: str | None = None) -> None:
         raise SettingError(f"config key {key!r} must be one of {list(choices)}, got {describe_value(value)}.")
     if kind in (_INTS,) and any(v <= 0 for v in value):
         raise SettingError(f"config key {key!r} must hold positive integers, got {value!r}.")
-    if key in ("batch_size", "num_iterations", "num_labeled", "num_labeled_patients") and value < 1:
+    if key in ("batch_size", "num_iterations", "num_labeled_patients") and value < 1:
         raise SettingError(f"config key {key!r} must be at least 1, got {value!r}.")
+    if key == "num_labeled" and value < 0:  # 0: every case with a label (the auto bundle); LA needs 1 or more
+        raise SettingError(f"config key {key!r} must be >= 0, got {value!r}.")
     if key in ("val_interval", "num_workers", "log_interval", "seed") and value < 0:
         raise SettingError(f"config key {key!r} must be >= 0, got {value!r}.")
