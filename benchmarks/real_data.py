@@ -56,7 +56,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLES = {"la": REPO / "bundles" / "crossmatch_la", "acdc": REPO / "bundles" / "crossmatch_acdc"}
+BUNDLES = {"la": REPO / "bundles" / "crossmatch_la", "acdc": REPO / "bundles" / "crossmatch_acdc",
+           "auto": REPO / "bundles" / "crossmatch_auto"}
 MODES = ("crossmatch", "supervised")
 METRICS = ("dice", "jaccard", "hd95", "asd")
 ACDC_CLASSES = {"1": "RV", "2": "Myo", "3": "LV"}
@@ -74,6 +75,11 @@ class Protocol:
     paper: dict[str, dict[str, float]] | None = None  # {"crossmatch": {...}, "supervised": {...}} in percent / voxels
     minutes_gpu: float | None = None  # expected minutes per CrossMatch run on one current GPU
     hours_cpu: float | None = None  # expected hours per CrossMatch run on a 2-core CPU
+    # the auto bundle's protocols: the benchmark folder (la | acdc) converted to a Decathlon folder first, with the
+    # labeled cases of the hand-tuned protocol (crossmatch_ext.data.decathlon.convert_<source>_to_decathlon)
+    source: str | None = None
+    source_labeled: int = 0
+    class_names: dict[str, str] = field(default_factory=lambda: dict(ACDC_CLASSES))
 
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -122,6 +128,48 @@ PROTOCOLS: dict[str, Protocol] = {
         hours_cpu=1.0,
     ),
 }
+
+
+# The self-configuring bundle at the hand-tuned protocols' budgets: the same labeled cases, iterations, batch and
+# evaluation list (final weights); the plan chooses the rest (ACDC: 2D crops of the slices at their own resolution
+# instead of slices resized to 128x128, per-image z-score; LA: the plan at the hand-tuned protocol's 1.25 mm).
+PROTOCOLS.update(
+    {
+        "acdc_auto": Protocol(
+            name="acdc_auto",
+            bundle="auto",
+            description=(
+                "ACDC CPU-scale through the self-configuring bundle: the ACDC folder converted to a Decathlon folder "
+                "(3 labeled patients, all other train.list volumes unlabeled, val.list kept), batch 4+4(+4), 2000 "
+                "iterations, everything else from the plan (CPU budget 0.5 h); final weights evaluated per volume "
+                "on the evaluation list, medpy metrics in pixels, mean of RV/Myo/LV"
+            ),
+            overrides={"batch_size": 4, "num_iterations": 2000, "cpu_hours": 0.5, "val_interval": 250,
+                       "log_interval": 10},
+            eval_overrides={"checkpoint": "$@ckpt_dir + '/model.pt'"},
+            hours_cpu=0.5,
+            source="acdc",
+            source_labeled=3,
+        ),
+        "la_auto": Protocol(
+            name="la_auto",
+            bundle="auto",
+            description=(
+                "LA CPU-scale through the self-configuring bundle: the LA folder converted to a Decathlon folder (8 "
+                "labeled cases, the rest of train.list unlabeled, val.list kept), volumes planned at 1.25 mm, batch "
+                "2+2(+2), 1000 iterations, everything else from the plan (CPU budget 1 h); final weights evaluated "
+                "on the evaluation list at 1.25 mm, medpy metrics in voxels of that grid"
+            ),
+            overrides={"target_spacing": [1.25, 1.25, 1.25], "batch_size": 2, "num_iterations": 1000,
+                       "cpu_hours": 1.0, "val_interval": 250, "log_interval": 10},
+            eval_overrides={"checkpoint": "$@ckpt_dir + '/model.pt'"},
+            hours_cpu=1.0,
+            source="la",
+            source_labeled=8,
+            class_names={"1": "LA"},
+        ),
+    }
+)
 
 
 def _paper_setting(name: str, labeled: int, crossmatch: tuple[float, ...], supervised: tuple[float, ...]) -> Protocol:
@@ -404,22 +452,23 @@ def read_cases(run: Run) -> dict[str, Any]:
     """Per-case (ACDC: per volume and class) metrics of a run, and their means over cases."""
     with open(run.output_dir / "metrics.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
+    names = run.protocol.class_names
     cases: dict[str, dict[str, Any]] = {}
     for row in rows:
         values = {m: float(row[m]) for m in METRICS if m in row and row[m] != ""}
         if "class" in row and row["class"] != "":
-            cases.setdefault(row["case"], {})[ACDC_CLASSES.get(row["class"], row["class"])] = values
+            cases.setdefault(row["case"], {})[names.get(row["class"], row["class"])] = values
         else:
             cases[row["case"]] = values
     per_case_mean: dict[str, dict[str, float]] = {}
     for case, entry in cases.items():
-        if all(isinstance(v, dict) for v in entry.values()) and any(k in ACDC_CLASSES.values() for k in entry):
+        if all(isinstance(v, dict) for v in entry.values()) and any(k in names.values() for k in entry):
             per_case_mean[case] = {m: statistics.fmean(entry[c][m] for c in entry if m in entry[c]) for m in METRICS}
         else:
             per_case_mean[case] = entry
     summary = {m: _mean_std([v[m] for v in per_case_mean.values() if m in v]) for m in METRICS}
     by_class: dict[str, Any] = {}
-    for name in ACDC_CLASSES.values():
+    for name in names.values():
         values = [entry[name] for entry in cases.values() if name in entry]
         if values:
             by_class[name] = {m: _mean_std([v[m] for v in values]) for m in METRICS}
@@ -509,7 +558,7 @@ def collect(runs: list[Run], protocol: Protocol, data: Path, args: argparse.Name
         # across seeds: the spread of the seed means; within: the mean of each seed's per-case standard deviation
         entry["across_seeds"] = {m: _mean_std([r["summary"][m]["mean"] for r in records]) for m in METRICS}
         entry["per_case_std"] = {m: statistics.fmean(r["summary"][m]["std"] for r in records) for m in METRICS}
-        classes = sorted({c for r in records for c in r["by_class"]}, key=list(ACDC_CLASSES.values()).index)
+        classes = sorted({c for r in records for c in r["by_class"]}, key=list(protocol.class_names.values()).index)
         if classes:
             entry["by_class_across_seeds"] = {
                 c: {m: _mean_std([r["by_class"][c][m]["mean"] for r in records if c in r["by_class"]]) for m in METRICS}
@@ -615,6 +664,19 @@ def plot_overlays(runs: list[Run], path: Path, num_cases: int, device: str) -> N
 
 
 # ------------------------------------------------------------------------------------------------ main
+def convert_source(protocol: Protocol, source: Path, target: Path, dry_run: bool = False) -> Path:
+    """The benchmark folder as a Decathlon folder for the auto bundle (converted once, then reused)."""
+    if (target / "dataset.json").is_file() or dry_run:
+        return target
+    from crossmatch_ext.data.decathlon import convert_acdc_to_decathlon, convert_la_to_decathlon
+
+    convert = convert_acdc_to_decathlon if protocol.source == "acdc" else convert_la_to_decathlon
+    print(f"converting {source} to a Decathlon folder in {target} ({protocol.source_labeled} labeled)", flush=True)
+    dataset = convert(source, target, protocol.source_labeled)
+    print(f"  {dataset.describe()}", flush=True)
+    return target
+
+
 def _default_data(bundle: str) -> Path | None:
     candidate = REPO.parent / "shared" / "data" / bundle
     return candidate if candidate.exists() else None
@@ -623,7 +685,8 @@ def _default_data(bundle: str) -> Path | None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--protocol", choices=["acdc", "la"], help="a CPU-scale protocol (see above)")
+    which.add_argument("--protocol", choices=["acdc", "la", "acdc_auto", "la_auto"],
+                       help="a CPU-scale protocol (see above); *_auto: the self-configuring bundle at that budget")
     which.add_argument("--reproduce", choices=REPRODUCIBLE, help="the paper's setting for one table row")
     parser.add_argument("--data", type=Path, help="dataset folder (default: ../shared/data/<la|acdc> if present)")
     parser.add_argument("--eval-list", default="val.list", help="evaluation list in the data folder")
@@ -651,14 +714,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     name = args.protocol or args.reproduce
     protocol = PROTOCOLS[name]
-    data = args.data or _default_data(protocol.bundle)
+    data = args.data or _default_data(protocol.source or protocol.bundle)
     if data is None or not Path(data).is_dir():
-        raise SystemExit(f"--data: dataset folder not found ({data}); give the folder with the {protocol.bundle} "
-                         "split lists and volumes")
+        raise SystemExit(f"--data: dataset folder not found ({data}); give the folder with the "
+                         f"{protocol.source or protocol.bundle} split lists and volumes")
     data = Path(data).resolve()
-    if not (data / args.eval_list).exists():
-        raise SystemExit(f"--eval-list: {data / args.eval_list} does not exist")
     out = (args.out or REPO / "runs" / "real_data" / name).resolve()
+    if protocol.source is not None:
+        data = convert_source(protocol, data, out / "decathlon", args.dry_run)
+    if not (data / args.eval_list).exists() and not (args.dry_run and protocol.source is not None):
+        raise SystemExit(f"--eval-list: {data / args.eval_list} does not exist")
     runs = make_runs(protocol, args, data, out)
     if args.dry_run:
         for run in runs:

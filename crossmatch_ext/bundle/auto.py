@@ -47,6 +47,7 @@ __all__ = [
     "evaluation_split",
     "foreground_classes",
     "default_val_interval",
+    "plan_checkpoint",
     "plan_data_check",
     "plan_dice_loss",
     "plan_inferer",
@@ -279,6 +280,16 @@ def evaluation_split(datalists: Mapping[str, Sequence[Any]], dataset_dir: str | 
             "give it with --validation_list NAME."
         )
     return str(name)
+
+
+def plan_checkpoint(ckpt_dir: str | Path, plan: Plan) -> str:
+    """The weights a plan's run serves: ``model_best.pt`` (best validation Dice) when the plan had validation cases
+    and the file exists, else ``model.pt`` (the final weights, the papers' protocol without validation cases)."""
+    folder = Path(ckpt_dir).expanduser()
+    best = folder / "model_best.pt"
+    if plan.validation.value and best.is_file():
+        return str(best)
+    return str(folder / "model.pt")
 
 
 def plan_data_check(plan: Plan) -> dict[str, Any]:

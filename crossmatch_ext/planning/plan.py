@@ -662,8 +662,9 @@ def make_plan(
                           _check_int("out_channels", 2))
     if fp.validation_source:
         validation_rule = PlanField({"source": fp.validation_source, "cases": fp.num_validation},
-                                    f"{fp.num_validation} validation case(s) from {fp.validation_source}: the best "
-                                    "weights by validation Dice are kept")
+                                    f"{fp.num_validation} validation case(s) from {fp.validation_source}: the weights "
+                                    "with the best validation Dice (model_best.pt) are evaluated and served; "
+                                    "model.pt holds the final ones")
     else:
         validation_rule = PlanField(None, "no val.list and no 'validation' section: every labeled case trains and "
                                           "the run keeps its final weights")
