@@ -206,3 +206,25 @@ def test_evaluation_without_validation_cases_says_what_to_do(tmp_path: Path):
     assert "every labeled case trains and the run keeps its final weights" in plan_log
     log = _failing(EVALUATE, data, run, run_id="run")
     assert "nothing to evaluate" in log and "--validation_list" in log
+
+
+def test_torchrun_plans_once_for_every_process(tmp_path: Path):
+    """Under torchrun the first process plans and writes plan.json; the others read it (one plan for the run)."""
+    import os
+    import subprocess
+    import sys
+
+    data = write_decathlon_dataset(tmp_path / "data", "mr", num_labeled=2, num_validation=2, num_unlabeled=2,
+                                   shape=(32, 32, 4))
+    run = tmp_path / "run"
+    configs = f"['{CONFIGS / 'train.yaml'}','{CONFIGS / 'multi_gpu_train.yaml'}']"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2", "-m",
+         "monai.bundle", "run", "training", "--config_file", configs, "--dataset_dir", str(data), "--ckpt_dir",
+         str(run / "models"), "--output_dir", str(run / "eval"), "--num_iterations", "2", "--batch_size", "2", *FAST],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"})
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert log.count("plan saved to") == 1 and log.count("training finished after 2 iterations") == 2
+    assert read_plan(run / "models").spatial_dims.value == 2 and (run / "models" / "model.pt").is_file()
