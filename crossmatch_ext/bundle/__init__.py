@@ -14,7 +14,9 @@ config ids MONAI's bundle properties and MONAI Label address (``train::trainer``
 - :mod:`~crossmatch_ext.bundle.monitors`: progress, console, TensorBoard, JSON-lines log, best weights;
 - :mod:`~crossmatch_ext.bundle.evaluation`: the evaluators, their loader and handlers;
 - :mod:`~crossmatch_ext.bundle.training`: the trainer, its loader, handlers and checkpoints, the ``run`` step;
-- :mod:`~crossmatch_ext.bundle.checks`: what a training run checks before it starts (:func:`check_training_run`).
+- :mod:`~crossmatch_ext.bundle.checks`: what a training run checks before it starts (:func:`check_training_run`);
+- :mod:`~crossmatch_ext.bundle.auto`: the self-configuring bundle's plan (:func:`config_plan`) and the parts it
+  chooses (network, optimizer, loss, threshold, datasets, inferer).
 
 Importing the package (every bundle config does: ``$import crossmatch_ext.bundle``) imports every module a config
 reaches as ``crossmatch_ext.<module>``, and installs :func:`crossmatch_ext.errors.install_error_hook`, so that a
@@ -36,7 +38,25 @@ import crossmatch_ext.planning
 import crossmatch_ext.transforms  # noqa: F401
 from crossmatch_ext.errors import install_error_hook
 
-from . import auto
+from .auto import (
+    PLAN_CONFIG_KEYS,
+    RECIPE_METHODS,
+    config_plan,
+    default_val_interval,
+    evaluation_split,
+    foreground_classes,
+    plan_checkpoint,
+    plan_data_check,
+    plan_dice_loss,
+    plan_inferer,
+    plan_network,
+    plan_optimizer,
+    plan_overrides,
+    plan_threshold,
+    plan_training_dataset,
+    prepare_auto_run,
+    saved_plan,
+)
 from .checks import check_training_run, effective_settings, prepare_evaluation, prepare_run, prepare_training
 from .config import (
     CONFIG_READS,
@@ -93,7 +113,6 @@ from .training import (
 )
 
 __all__ = [
-    "auto",
     # config
     "CONFIG_READS",
     "METHOD_SETTINGS",
@@ -153,6 +172,24 @@ __all__ = [
     "prepare_evaluation",
     "prepare_run",
     "prepare_training",
+    # auto (the self-configuring bundle)
+    "PLAN_CONFIG_KEYS",
+    "RECIPE_METHODS",
+    "config_plan",
+    "default_val_interval",
+    "evaluation_split",
+    "foreground_classes",
+    "plan_checkpoint",
+    "plan_data_check",
+    "plan_dice_loss",
+    "plan_inferer",
+    "plan_network",
+    "plan_optimizer",
+    "plan_overrides",
+    "plan_threshold",
+    "plan_training_dataset",
+    "prepare_auto_run",
+    "saved_plan",
 ]
 
 install_error_hook()
