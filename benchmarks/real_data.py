@@ -158,7 +158,7 @@ PROTOCOLS.update(
                 "LA CPU-scale through the self-configuring bundle: the LA folder converted to a Decathlon folder (8 "
                 "labeled cases, the rest of train.list unlabeled, val.list kept), volumes planned at 1.25 mm, batch "
                 "2+2(+2), 1000 iterations, everything else from the plan (CPU budget 1 h); final weights evaluated "
-                "on the evaluation list at 1.25 mm, medpy metrics in voxels of that grid"
+                "on the evaluation list, probabilities resampled to the 0.625 mm grid, medpy metrics in voxels"
             ),
             overrides={"target_spacing": [1.25, 1.25, 1.25], "batch_size": 2, "num_iterations": 1000,
                        "cpu_hours": 1.0, "val_interval": 250, "log_interval": 10},

@@ -34,12 +34,21 @@ pytestmark = pytest.mark.slow
 def folders(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("decathlon")
     # 3 labeled + 1 validation case of 20 training cases, one test image
-    return {
+    folders = {
         "ct": write_decathlon_dataset(root / "ct", "ct", num_labeled=3, num_validation=1, num_unlabeled=16,
                                       shape=(48, 48, 36), seed=1),
         "mr": write_decathlon_dataset(root / "mr", "mr", num_labeled=3, num_validation=1, num_unlabeled=16,
                                       shape=(40, 36, 6), seed=2),
     }
+    # the CT validation case is stored on a coarser grid along axis 0: the network sees it resampled to the plan's
+    # voxel size, the evaluation scores it on its own grid
+    for folder in ("imagesTr", "labelsTr"):
+        path = folders["ct"] / folder / "ct_003.nii.gz"
+        stored = nib.load(path)
+        affine = stored.affine.copy()
+        affine[0, 0] *= 2
+        nib.save(nib.Nifti1Image(np.asarray(stored.dataobj)[::2], affine), path)
+    return folders
 
 
 def _run(config: str, data: Path, run: Path, *args: str, run_id: str | None = None) -> str:
@@ -83,6 +92,7 @@ def test_plan_train_evaluate_infer_export_through_the_cli(folders, tmp_path: Pat
     assert {row["class"] for row in rows} >= {"1", "2"}
     protocol = json.loads((run / "eval" / "metrics_protocol.json").read_text())["protocol"]
     assert protocol["plan"].endswith("plan.json") and protocol["num_cases"] == 1
+    assert protocol["grid"].startswith("each case on its own voxel grid")
 
     # inference on new images: a label map with each input's geometry, also for an image in another orientation
     # and voxel size (resampled to the plan and back)
