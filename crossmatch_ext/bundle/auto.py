@@ -313,7 +313,8 @@ def plan_network(network_type: str, in_channels: int, out_channels: int,
         in_channels: image channels.
         out_channels: classes, background included.
         dropout: V-Net: the dropout rate (default 0.5); U-Net: one rate per encoder stage (default the ACDC
-            recipe's); None: the recipe's.
+            recipe's). A value of the other network's kind (the network set apart from its recipe) or None gives
+            the network's default.
 
     Raises:
         SettingError: for another network.
@@ -321,13 +322,14 @@ def plan_network(network_type: str, in_channels: int, out_channels: int,
     from crossmatch_ext.networks import UNet, VNet
 
     if network_type == "VNet":
-        rate = RECIPE_METHODS["la"]["network_dropout"] if dropout is None else dropout
+        # a per-stage list is the U-Net's (the network was set apart from its recipe): the V-Net's own default then
+        rate = RECIPE_METHODS["la"]["network_dropout"] if dropout is None or isinstance(dropout, Sequence) else dropout
         return VNet(in_channels=int(in_channels), out_channels=int(out_channels), n_filters=16, normalization="batch",
-                    dropout_rate=float(rate))  # type: ignore[arg-type]
+                    dropout_rate=float(rate))
     if network_type == "UNet":
-        rates = RECIPE_METHODS["acdc"]["network_dropout"] if dropout is None else dropout
+        rates = dropout if isinstance(dropout, Sequence) else RECIPE_METHODS["acdc"]["network_dropout"]
         return UNet(in_channels=int(in_channels), out_channels=int(out_channels), features=(16, 32, 64, 128, 256),
-                    dropout=tuple(float(r) for r in rates))  # type: ignore[union-attr]
+                    dropout=tuple(float(r) for r in rates))
     raise SettingError(f"config key 'network_type' (plan field 'network') must be 'VNet' or 'UNet', got "
                        f"{network_type!r}.")
 

@@ -51,6 +51,9 @@ def test_a_plan_builds_the_recipes_parts(plans):
     assert vnet(torch.zeros(1, 1, 48, 48, 48)).shape[1] == 3 and unet(torch.zeros(1, 1, 64, 64)).shape[1] == 3
     with pytest.raises(SettingError, match="network_type"):
         auto.plan_network("ResNet", 1, 2)
+    # the other recipe's dropout (the network set apart from its recipe) gives the network's own default
+    assert auto.plan_network("UNet", 1, 2, dropout=0.5).encoder is not None
+    assert auto.plan_network("VNet", 1, 2, dropout=[0.05, 0.1, 0.2, 0.3, 0.5]) is not None
 
     params = list(vnet.parameters())
     assert isinstance(auto.plan_optimizer("AdamW", params, 1e-3, 1e-4), torch.optim.AdamW)
