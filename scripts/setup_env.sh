@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Creates (once) the project's virtual environment in .venv and installs the package with its test extra and
-# matplotlib (the benchmarks extra: the demo's figures, and the tests that draw them).
+# Creates (once) the project's virtual environment in .venv and installs the package with its test extra,
+# matplotlib (the benchmarks extra: the demo's figures, and the tests that draw them) and MLflow (the mlflow extra:
+# the test of `--tracking mlflow` runs with the others).
 # Sourced by scripts/demo.sh and scripts/test.sh; safe to run again (it only installs what is missing).
 #   CROSSMATCH_VENV   where the environment lives (default: <repo>/.venv)
 #   CROSSMATCH_TORCH  the torch requirement installed first when the environment has no torch
@@ -26,6 +27,6 @@ if [ ! -f "$stamp" ] || [ "$repo_root/setup.cfg" -nt "$stamp" ] || [ "${BASH_SOU
         python -m pip install --quiet "${CROSSMATCH_TORCH:-torch==2.13.0}"
     fi
     echo "[setup] installing crossmatch-ext and its dependencies"
-    python -m pip install --quiet -e "$repo_root[test,benchmarks]"
+    python -m pip install --quiet -e "$repo_root[test,benchmarks,mlflow]"
     touch "$stamp"
 fi
