@@ -25,13 +25,25 @@ from typing import Any
 METRICS = ("dice", "hd95", "asd")
 
 
-def load_runs(folder: Path) -> dict[tuple[str, int], dict[str, Any]]:
-    """``{(mode, seed): run}`` of a ``real_data.py`` output folder (or its ``results.json``)."""
-    path = folder / "results.json" if folder.is_dir() else folder
-    if not path.is_file():
-        raise SystemExit(f"error: no results.json at {path}: run benchmarks/real_data.py with --out {folder} first")
-    results = json.loads(path.read_text())
-    return {(run["mode"], int(run["seed"])): run for run in results["runs"]}
+def load_runs(folder: Path | str) -> dict[tuple[str, int], dict[str, Any]]:
+    """``{(mode, seed): run}`` of a ``real_data.py`` output folder (or its ``results.json``), or of several joined
+    by commas (``runs/acdc_fp32,runs/acdc_fp32_s1``: one setting run seed by seed into separate folders).
+
+    Raises:
+        SystemExit: for a missing ``results.json``, or a (mode, seed) that two of the folders both hold.
+    """
+    runs: dict[tuple[str, int], dict[str, Any]] = {}
+    for part in str(folder).split(","):
+        given = Path(part)
+        path = given / "results.json" if given.is_dir() else given
+        if not path.is_file():
+            raise SystemExit(f"error: no results.json at {path}: run benchmarks/real_data.py with --out {given} first")
+        for run in json.loads(path.read_text())["runs"]:
+            key = (run["mode"], int(run["seed"]))
+            if key in runs:
+                raise SystemExit(f"error: {key[0]} seed {key[1]} is in two of {folder}: give each seed once")
+            runs[key] = run
+    return runs
 
 
 def _values(run: dict[str, Any]) -> dict[str, float]:
@@ -90,8 +102,9 @@ def format_table(rows: list[dict[str, Any]], summary: dict[str, dict[str, Any]],
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("a", type=Path, help="the first setting's real_data.py output folder (or results.json)")
-    parser.add_argument("b", type=Path, help="the second setting's")
+    parser.add_argument("a", help="the first setting's real_data.py output folder (or results.json); several "
+                                   "joined by commas")
+    parser.add_argument("b", help="the second setting's")
     parser.add_argument("--names", nargs=2, default=("A", "B"), help="names of the two settings")
     parser.add_argument("--json", type=Path, help="also write the pairs and the summary here")
     args = parser.parse_args(argv)

@@ -8,6 +8,8 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
+
 _PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "paired_runs.py"
 _spec = importlib.util.spec_from_file_location("paired_runs", _PATH)
 paired_runs = importlib.util.module_from_spec(_spec)
@@ -46,3 +48,13 @@ def test_one_pair_gives_no_verdict(tmp_path: Path):
     rows = paired_runs.pair_runs(paired_runs.load_runs(_results(tmp_path / "a", {0: 0.5})),
                                  paired_runs.load_runs(_results(tmp_path / "b", {0: 0.4})))
     assert paired_runs.summarize(rows)["crossmatch"]["dice"]["verdict"] == "one pair: no verdict"
+
+
+def test_a_setting_run_seed_by_seed_in_several_folders(tmp_path: Path):
+    a0, a1 = _results(tmp_path / "a0", {0: 0.60}), _results(tmp_path / "a1", {1: 0.70})
+    b = _results(tmp_path / "b", {0: 0.62, 1: 0.71})
+    out = tmp_path / "pairs.json"
+    assert paired_runs.main([f"{a0},{a1}", str(b), "--json", str(out)]) == 0
+    assert [p["seed"] for p in json.loads(out.read_text())["pairs"]] == [0, 1]
+    with pytest.raises(SystemExit, match="seed 0 is in two"):
+        paired_runs.main([f"{a0},{a0}", str(b)])
