@@ -77,6 +77,7 @@ from .config import (
     describe_value,
     find_bundle_root,
     find_config_parser,
+    find_config_workflow,
     setting,
 )
 from .distributed import (
@@ -132,6 +133,7 @@ __all__ = [
     "describe_value",
     "find_bundle_root",
     "find_config_parser",
+    "find_config_workflow",
     "setting",
     # distributed
     "distributed_network",

@@ -38,7 +38,7 @@ from crossmatch_ext.planning import (
 )
 from crossmatch_ext.planning.fingerprint import Fingerprint
 
-from .config import ConfigIds, find_config_parser
+from .config import ConfigIds, find_config_parser, find_config_workflow
 
 __all__ = [
     "PLAN_CONFIG_KEYS",
@@ -203,20 +203,6 @@ def _new_plan(ids: ConfigIds, overrides: Mapping[str, Any], ckpt_dir: Path, devi
     return _recipe_checked(plan)
 
 
-def _workflow_run_id() -> str | None:
-    import sys
-
-    from monai.bundle import ConfigWorkflow
-
-    frame: Any = sys._getframe(1)
-    while frame is not None:
-        workflow = frame.f_locals.get("self")
-        if isinstance(workflow, ConfigWorkflow):
-            return str(workflow.run_id)
-        frame = frame.f_back
-    return None
-
-
 def prepare_auto_run(bundle: str, distributed: bool = False, parser: ConfigParser | None = None) -> Any:
     """The ``initialize`` step of the auto bundle: :func:`~crossmatch_ext.bundle.prepare_training` (seeds, the
     plan, every check before training), or for ``python -m monai.bundle run planning`` the seeds and output folder
@@ -230,7 +216,8 @@ def prepare_auto_run(bundle: str, distributed: bool = False, parser: ConfigParse
     from .checks import prepare_evaluation, prepare_training
 
     ids = ConfigIds(parser, "crossmatch_ext.bundle.auto.prepare_auto_run")
-    if _workflow_run_id() == "planning":
+    workflow = find_config_workflow()
+    if workflow is not None and workflow.run_id == "planning":
         return prepare_evaluation(ids.parser)
     return prepare_training(bundle, distributed=distributed, parser=ids.parser)
 

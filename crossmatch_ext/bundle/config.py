@@ -37,6 +37,7 @@ __all__ = [
     "describe_value",
     "find_bundle_root",
     "find_config_parser",
+    "find_config_workflow",
     "setting",
 ]
 
@@ -212,6 +213,20 @@ def setting(name: str, parser: ConfigParser | None = None) -> Any:
     return ConfigIds(parser, "crossmatch_ext.bundle.setting").setting(name)
 
 
+def find_config_workflow() -> Any:
+    """The MONAI ``ConfigWorkflow`` running the current config (``python -m monai.bundle run``), searched up the call
+    stack; None when no workflow runs it."""
+    from monai.bundle import ConfigWorkflow
+
+    frame: Any = sys._getframe(1)
+    while frame is not None:
+        workflow = frame.f_locals.get("self")
+        if isinstance(workflow, ConfigWorkflow):
+            return workflow
+        frame = frame.f_back
+    return None
+
+
 def find_bundle_root(name: str) -> str:
     """The directory of bundle ``name`` for a config that does not set ``bundle_root``.
 
@@ -230,17 +245,12 @@ def find_bundle_root(name: str) -> str:
     cwd = Path.cwd()
     # this file is <checkout>/crossmatch_ext/bundle/config.py
     candidates = [cwd, cwd / "bundles" / name, Path(__file__).resolve().parents[2] / "bundles" / name]
-    from monai.bundle import ConfigWorkflow
 
-    frame: Any = sys._getframe(1)
-    while frame is not None:  # the ConfigWorkflow running the config knows where its files are
-        workflow = frame.f_locals.get("self")
-        if isinstance(workflow, ConfigWorkflow):
-            config_root = Path(workflow.config_root_path)
-            if config_root.name == "configs":
-                candidates.insert(0, config_root.resolve().parent)
-            break
-        frame = frame.f_back
+    workflow = find_config_workflow()
+    if workflow is not None:  # the ConfigWorkflow running the config knows where its files are
+        config_root = Path(workflow.config_root_path)
+        if config_root.name == "configs":
+            candidates.insert(0, config_root.resolve().parent)
     for candidate in candidates:
         if (candidate / "configs" / "metadata.json").is_file() and (candidate.name == name or candidate != cwd):
             return os.fspath(candidate)
