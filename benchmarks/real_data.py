@@ -518,7 +518,10 @@ def collect(runs: list[Run], protocol: Protocol, data: Path, args: argparse.Name
         "checkpoint_rule": "final weights (models/model.pt)",
         "units": "ACDC: pixels (medpy, no spacing); LA: voxels of the original grid (medpy, no spacing)",
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "host": {"python": sys.version.split()[0], "cpu_count": os.cpu_count()},
+        "host": {"python": sys.version.split()[0], "cpu_count": os.cpu_count(),
+                 # a cap on oneDNN's kernels (e.g. AVX512_CORE_BF16: those of a CPU without AMX) changes the results
+                 **({"onednn_max_cpu_isa": os.environ["ONEDNN_MAX_CPU_ISA"]}
+                    if os.environ.get("ONEDNN_MAX_CPU_ISA") else {})},
         "runs": [],
         "modes": {},
     }

@@ -15,6 +15,11 @@ A MONAI datalist JSON (``{"training": [...], "validation": [...], "testing": [..
 without ``label``) is read the same way (layout ``"json"``); its ``validation`` section, or else a ``val.list`` beside
 it, gives the validation cases. Without either, every labeled case trains (and a run keeps its final weights).
 
+A MONAI Label studies folder (layout ``"studies"``: images, and the labels saved as final in ``labels/final/``) is
+read as MONAI Label's bundle trainer splits it (:func:`crossmatch_ext.data.studies_datalists`): every study with a
+final label is labeled, the last fifth of them (in name order) validates, every other study is unlabeled. It names
+no classes or modality: the label values found are the classes, and the intensities are treated as non-CT.
+
 Rules (:func:`read_decathlon`): paths are relative to the JSON's folder; a case's ID is its image's file name without
 the extension; every ``training`` item with a ``label`` that is not a validation case is labeled (or the first
 ``num_labeled`` of them), every other ``training`` item is unlabeled. Problems of the folder's structure (a listed
@@ -46,6 +51,7 @@ from monai.config import PathLike
 
 from ..errors import InputError, InputFileNotFoundError, InputValueError
 from .datasets.common import DATALIST_NAME, Datalists, Item, case_id_from_path, read_id_list, select_labeled
+from .studies import is_studies_folder, studies_datalists
 from .synthetic.common import write_nifti
 
 __all__ = [
@@ -69,8 +75,9 @@ logger = logging.getLogger(__name__)
 
 #: The file that makes a folder a Decathlon folder.
 DATASET_JSON = "dataset.json"
-#: The layouts :func:`datalists` reads: a Decathlon folder (``"msd"``) or a MONAI datalist JSON (``"json"``).
-LAYOUTS: tuple[str, ...] = ("msd", "json")
+#: The layouts :func:`datalists` reads: a Decathlon folder (``"msd"``), a MONAI datalist JSON (``"json"``) or a MONAI
+#: Label studies folder (``"studies"``).
+LAYOUTS: tuple[str, ...] = ("msd", "json", "studies")
 #: Decathlon labels store the classes themselves.
 RAW_LABEL_MAPS: dict[str, dict[int, int]] = {}
 #: Image files recognised in ``imagesTr/`` and ``imagesTs/``.
@@ -92,7 +99,7 @@ class DecathlonDataset:
     Attributes:
         root: the folder of the JSON file.
         json_path: ``dataset.json`` or the datalist JSON.
-        layout: ``"msd"`` or ``"json"``.
+        layout: ``"msd"``, ``"json"`` or ``"studies"``.
         name: the dataset's ``name`` (the folder's name when absent).
         modality: input channel -> modality (``{0: "CT"}``); empty when the JSON names none.
         classes: label value -> class name; empty when the JSON names none (the labels then say).
@@ -158,6 +165,8 @@ def _image_id(path: Path) -> str | None:
 
 
 def _find_json(path: Path) -> tuple[Path, str]:
+    """The JSON file of a folder (or the file itself) and its layout; a MONAI Label studies folder has none and gives
+    ``(folder, "studies")``."""
     if not path.exists():
         raise InputFileNotFoundError(
             f"dataset folder not found: {path}. Point it at a Decathlon folder (with {DATASET_JSON}) or a MONAI "
@@ -171,9 +180,31 @@ def _find_json(path: Path) -> tuple[Path, str]:
         return path / DATASET_JSON, "msd"
     if (path / DATALIST_NAME).is_file():
         return path / DATALIST_NAME, "json"
+    if is_studies_folder(path):
+        return path, "studies"
     raise InputFileNotFoundError(
         f"no {DATASET_JSON} in {path}: a Decathlon folder needs one (name, modality, labels, training entries; "
-        f"see crossmatch_ext.data.decathlon), or give a MONAI datalist JSON ({DATALIST_NAME})."
+        f"see crossmatch_ext.data.decathlon), or give a MONAI datalist JSON ({DATALIST_NAME}) or a MONAI Label "
+        "studies folder (with labels/final/)."
+    )
+
+
+def _read_studies(root: Path, num_labeled: int | None) -> DecathlonDataset:
+    """A MONAI Label studies folder as a dataset (see the module docstring)."""
+    lists = studies_datalists(root)
+    if not lists["labeled"]:
+        raise InputValueError(f"no labeled study in {root}: save a final label (labels/final/) for a few studies, "
+                              "then train again.")
+    labeled, unlabeled = lists["labeled"], lists["unlabeled"]
+    if num_labeled is not None:
+        flags = select_labeled(range(len(labeled)), num_labeled, "studies", f"the final labels of {root}")
+        unlabeled = unlabeled + [{k: v for k, v in item.items() if k != "label"}
+                                 for item, flag in zip(labeled, flags) if not flag]
+        labeled = [item for item, flag in zip(labeled, flags) if flag]
+    return DecathlonDataset(
+        root=root.resolve(), json_path=root.resolve(), layout="studies", name=root.resolve().name, modality={},
+        classes={}, labeled=labeled, unlabeled=unlabeled, validation=lists["validation"],
+        validation_source="MONAI Label's split of the studies with a final label" if lists["validation"] else None,
     )
 
 
@@ -289,6 +320,8 @@ def read_decathlon(
             case, duplicate case IDs. Every problem found is listed, one line each.
     """
     json_path, layout = _find_json(Path(path).expanduser())
+    if layout == "studies":
+        return _read_studies(json_path, num_labeled)
     root = json_path.parent.resolve()
     json_path = root / json_path.name
     content = _load_json(json_path)
@@ -387,7 +420,8 @@ def read_decathlon(
 
 # ------------------------------------------------------------------------------------ dataset-module protocol
 def detect_layout(dataset_dir: PathLike) -> str:
-    """``"msd"`` for a Decathlon folder (or its ``dataset.json``), ``"json"`` for a MONAI datalist.
+    """``"msd"`` for a Decathlon folder (or its ``dataset.json``), ``"json"`` for a MONAI datalist, ``"studies"`` for a
+    MONAI Label studies folder.
 
     Args:
         dataset_dir: the folder or JSON file.
@@ -396,7 +430,7 @@ def detect_layout(dataset_dir: PathLike) -> str:
         The layout.
 
     Raises:
-        InputFileNotFoundError: when there is no such folder or no JSON in it.
+        InputFileNotFoundError: when there is no such folder, or no JSON in it and no ``labels/final/``.
     """
     return _find_json(Path(dataset_dir).expanduser())[1]
 
@@ -409,7 +443,7 @@ def datalists(
     Args:
         dataset_dir: the folder or JSON file.
         num_labeled: None or 0: every case with a label is labeled; else only the first ``num_labeled``.
-        layout: ``"auto"``, ``"msd"`` or ``"json"`` (both are read the same way; checked against the folder).
+        layout: ``"auto"``, ``"msd"``, ``"json"`` (both are read the same way) or ``"studies"``.
         val_list: see :func:`read_decathlon`.
 
     Returns:

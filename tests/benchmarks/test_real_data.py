@@ -84,6 +84,16 @@ def test_collect_aggregates_cases_classes_and_seeds(tmp_path):
     assert results["gain"]["paired_by_seed"]["dice"]["mean"] == pytest.approx(0.25)
     table = real_data.format_table(results)
     assert "| crossmatch | 2 | 70.0 ± 14.1" in table and "+25.0" in table
+    assert "onednn_max_cpu_isa" not in results["host"]
+
+
+def test_a_cap_on_onednn_kernels_is_recorded_with_the_host(tmp_path, monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    data = _data(tmp_path)
+    args = real_data.parse_args(["--protocol", "acdc", "--seeds", "0", "--data", str(data)])
+    runs = real_data.make_runs(real_data.PROTOCOLS["acdc"], args, data, tmp_path / "out")
+    results = real_data.collect(runs, real_data.PROTOCOLS["acdc"], data, args)
+    assert results["host"]["onednn_max_cpu_isa"] == "AVX512_CORE_BF16"
 
 
 def test_paper_setting_refuses_on_cpu_without_yes(tmp_path, capsys, monkeypatch):

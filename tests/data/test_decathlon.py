@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import h5py
@@ -160,6 +161,42 @@ def test_monai_datalist_json_with_unlabeled_items(tmp_path):
     assert [i["case"] for i in dataset.unlabeled] == ["mr_003"]
     assert [i["case"] for i in dataset.validation] == ["mr_002"]
     assert dataset.validation_source == "the 'validation' section of datalist.json"
+
+
+def _studies_folder(tmp_path: Path, num_final: int) -> Path:
+    """A MONAI Label studies folder: the images of a generated folder, final labels for the first ``num_final``."""
+    source = write_decathlon_dataset(tmp_path / "source", "mr", shape=SMALL, num_labeled=6, num_unlabeled=2,
+                                     num_validation=0, num_test=0)
+    studies = tmp_path / "studies"
+    (studies / "labels" / "final").mkdir(parents=True)
+    for i, image in enumerate(sorted((source / "imagesTr").glob("*.nii.gz"))):
+        shutil.copy(image, studies / image.name)
+        if i < num_final:
+            shutil.copy(source / "labelsTr" / image.name, studies / "labels" / "final" / image.name)
+    return studies
+
+
+def test_a_monai_label_studies_folder_is_read_as_monai_label_splits_it(tmp_path):
+    studies = _studies_folder(tmp_path, num_final=5)
+    assert detect_layout(studies) == "studies"
+    dataset = read_decathlon(studies)
+    assert dataset.layout == "studies" and dataset.classes == {} and dataset.modality == {}
+    # the studies with a final label: the first four train, the last (a fifth) validates; the others are unlabeled
+    assert [i["case"] for i in dataset.labeled] == ["mr_000", "mr_001", "mr_002", "mr_003"]
+    assert [i["case"] for i in dataset.validation] == ["mr_004"]
+    assert [i["case"] for i in dataset.unlabeled] == ["mr_005", "mr_006", "mr_007"]
+    assert all("label" not in i for i in dataset.unlabeled)
+    assert dataset.labeled[0]["label"] == str(studies / "labels" / "final" / "mr_000.nii.gz")
+    assert "MONAI Label" in dataset.validation_source
+    # num_labeled keeps the first labeled studies, the others become unlabeled; the dataset-module protocol reads it
+    lists = dataset_datalists("crossmatch_ext.data.decathlon", studies, 2, layout="studies")
+    assert [len(lists[k]) for k in ("labeled", "unlabeled", "validation")] == [2, 5, 1]
+
+
+def test_a_studies_folder_without_final_labels_says_what_to_do(tmp_path):
+    studies = _studies_folder(tmp_path, num_final=0)
+    with pytest.raises(InputValueError, match=r"no labeled study in .*studies: save a final label"):
+        read_decathlon(studies)
 
 
 def test_the_module_is_a_dataset_module(ct_folder):
