@@ -37,12 +37,23 @@ log() { echo "[monailabel.sh] $*"; }
 
 setup() {
     local start_s=$SECONDS
+    # One setup at a time per environment (CI runs may share a cached one): hold a lock beside it until the end.
+    mkdir -p "$(dirname "$venv")"
+    exec 9>"$venv.lock"
+    flock 9
+    # What the environment was built from; a cached environment built from other pins is built again.
+    local recipe
+    recipe="${MONAILABEL_TORCH:-torch==2.14.1 torchvision==0.29.1} monailabel==$monailabel_version ${monailabel_pins[*]}"
+    local stamp="$venv/.monailabel-installed"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" != "$recipe" ]; then
+        log "the environment in $venv was built from '$(cat "$stamp")', not '$recipe': building it again"
+        rm -rf "$venv"
+    fi
     if [ ! -x "$venv/bin/python" ]; then
         log "creating the MONAI Label environment in $venv"
         "$python_bin" -m venv "$venv"
     fi
     local py="$venv/bin/python"
-    local stamp="$venv/.monailabel-installed"
     if [ ! -f "$stamp" ]; then
         # pip 23.2.1, the one these steps were measured with: pip 26.3 aborts any later install into this environment
         # with `InvalidTag: Tag 'itk-5.4.7-cp311-abi3-manylinux_2_28_x86_64' must have exactly three components`
@@ -54,7 +65,7 @@ setup() {
         "$py" -m pip install --quiet ${MONAILABEL_TORCH:-torch==2.14.1 torchvision==0.29.1}
         log "installing monailabel==$monailabel_version ${monailabel_pins[*]}"
         "$py" -m pip install --quiet "monailabel==$monailabel_version" "${monailabel_pins[@]}"
-        touch "$stamp"
+        echo "$recipe" >"$stamp"
     fi
     # crossmatch-ext: hold every installed package at its version, install only what is missing.
     local held="$venv/monailabel-held.txt"

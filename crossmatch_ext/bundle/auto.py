@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from monai.bundle import ConfigParser
 
+from crossmatch_ext.data.studies import monailabel_studies
 from crossmatch_ext.errors import SettingError
 from crossmatch_ext.planning import (
     PLAN_FIELDS,
@@ -45,8 +46,9 @@ __all__ = [
     "RECIPE_METHODS",
     "config_plan",
     "evaluation_split",
-    "foreground_classes",
     "default_val_interval",
+    "foreground_classes",
+    "label_metadata_classes",
     "plan_checkpoint",
     "plan_data_check",
     "plan_dice_loss",
@@ -200,7 +202,35 @@ def _new_plan(ids: ConfigIds, overrides: Mapping[str, Any], ckpt_dir: Path, devi
     plan = plan_dataset(ids.get("dataset_dir"), ckpt_dir, device=device, overrides=overrides,
                         val_list=validation_list, hours=hours, workers=int(ids.get("num_workers", 2)))
     logger.info(f"plan saved to {saved}")
+    if monailabel_studies() is not None:
+        # MONAI Label names the served model's classes from the bundle's metadata.json (read at server start)
+        label_metadata_classes(plan, Path(ids.get("bundle_root")) / "configs" / "metadata.json")
     return _recipe_checked(plan)
+
+
+def label_metadata_classes(plan: Plan, metadata_file: str | Path) -> dict[str, str]:
+    """Write the plan's classes into a bundle's ``metadata.json`` (the output's ``channel_def`` and
+    ``num_channels``), where MONAI Label reads the label names of the model it serves.
+
+    Done by a training run under a MONAI Label server, on the app's copy of the bundle: the names hold from the
+    server's next start. A studies folder names no classes, so they are the label values found (``"class 1"``).
+
+    Args:
+        plan: the plan of the run.
+        metadata_file: the bundle's ``configs/metadata.json``.
+
+    Returns:
+        The ``channel_def`` written (``{"0": "background", "1": ...}``).
+    """
+    path = Path(metadata_file)
+    metadata = json.loads(path.read_text())
+    channels = {"0": "background", **foreground_classes(plan)}
+    output = next(iter(metadata["network_data_format"]["outputs"].values()))
+    output["channel_def"] = channels
+    output["num_channels"] = int(plan.out_channels.value)
+    path.write_text(json.dumps(metadata, indent=4) + "\n")
+    logger.info(f"classes of the plan written to {path} for MONAI Label: {channels}")
+    return channels
 
 
 def prepare_auto_run(bundle: str, distributed: bool = False, parser: ConfigParser | None = None) -> Any:

@@ -34,8 +34,9 @@ def _distributed() -> bool:
 
 def stream_seed(seed: int, stream: int) -> int:
     """The seed of random stream ``stream`` of a run seeded with ``seed`` (a NumPy ``SeedSequence`` of both, so the
-    streams of one run, and those of nearby seeds, do not overlap)."""
-    return int(np.random.SeedSequence([int(seed) % 2**63, int(stream)]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    streams of one run, and those of nearby seeds, do not overlap). The shift is done on a Python int: NumPy < 2 (as
+    in MONAI Label's environment) has no ``uint64 >> int``."""
+    return int(np.random.SeedSequence([int(seed) % 2**63, int(stream)]).generate_state(1, dtype=np.uint64)[0]) >> 1
 
 
 #: the random streams of the training loaders (:func:`stream_seed`)

@@ -834,7 +834,7 @@ def spacing_transforms(plan: Plan | Sequence[float | None] | None,
     Returns:
         ``[Spacingd(...)]`` with ``-1`` (MONAI: keep the image's own spacing) for null axes, or ``[]``.
     """
-    from monai.transforms import Spacingd
+    from crossmatch_ext.transforms import Spacingd  # MONAI's, safe beside MONAI Label's ``image_path``
 
     value = _field_value(plan, "target_spacing")
     if value is None:

@@ -15,7 +15,7 @@ from .components import KeepLargestComponentd, keep_largest_component
 from .cutmix import RandCutMixBoxd, StrongViewsd, sample_cutmix_box
 from .intensity import QuantizeIntensity, QuantizeIntensityd, RandIsotropicGaussianSmooth, RandSignedGamma
 from .saving import SaveLabelMapd
-from .spatial import ResizeSliced
+from .spatial import ResizeSliced, Spacingd
 
 __all__ = [
     "SUPPORTED_TRANSFORMS",
@@ -29,6 +29,7 @@ __all__ = [
     "RandSignedGamma",
     "ResizeSliced",
     "SaveLabelMapd",
+    "Spacingd",
     "StrongViewsd",
     "device_views_from_dataset",
     "keep_largest_component",

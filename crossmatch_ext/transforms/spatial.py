@@ -1,4 +1,5 @@
-"""Resizing of 2D slices exactly as the authors' ACDC pipeline does it (SciPy ``zoom`` with ``order=0``)."""
+"""Resizing of 2D slices exactly as the authors' ACDC pipeline does it (SciPy ``zoom`` with ``order=0``), and MONAI's
+resampling made safe for the data dictionaries MONAI Label passes."""
 
 from __future__ import annotations
 
@@ -9,11 +10,31 @@ import torch
 from monai.config import KeysCollection
 from monai.data.meta_obj import get_track_meta
 from monai.transforms import MapTransform
+from monai.transforms import Spacingd as MonaiSpacingd
 from monai.utils import convert_to_tensor, ensure_tuple_rep
 
 from crossmatch_ext.inferers.slices import RESIZE_MODES, resize_slices
 
-__all__ = ["ResizeSliced"]
+__all__ = ["ResizeSliced", "Spacingd"]
+
+
+class Spacingd(MonaiSpacingd):
+    """MONAI's ``Spacingd``, safe beside ``<key>_*`` entries of the data that are not metadata dictionaries.
+
+    For an image read from NIfTI, MONAI's ``Spacingd`` updates every ``<key>_*`` entry of the data as a metadata
+    dictionary; MONAI Label puts the study's path in ``image_path`` (a string), on which that fails with
+    ``AttributeError: 'str' object has no attribute 'update'``. Such entries are set aside for the call and put back
+    unchanged; everything else (arguments, resampling, inversion) is MONAI's.
+    """
+
+    def __call__(self, data: Mapping[Hashable, Any], lazy: bool | None = None) -> dict[Hashable, Any]:
+        d = dict(data)
+        prefixes = tuple(f"{key}_" for key in self.keys)
+        aside = {k: d.pop(k) for k in list(d)
+                 if isinstance(k, str) and k.startswith(prefixes) and not isinstance(d[k], dict)}
+        out = super().__call__(d, lazy=lazy)
+        out.update(aside)
+        return out
 
 
 class ResizeSliced(MapTransform):
