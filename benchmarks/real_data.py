@@ -141,13 +141,13 @@ PROTOCOLS.update(
             description=(
                 "ACDC CPU-scale through the self-configuring bundle: the ACDC folder converted to a Decathlon folder "
                 "(3 labeled patients, all other train.list volumes unlabeled, val.list kept), batch 4+4(+4), 2000 "
-                "iterations, everything else from the plan (CPU budget 0.5 h); final weights evaluated per volume "
-                "on the evaluation list, medpy metrics in pixels, mean of RV/Myo/LV"
+                "iterations, everything else from the plan (CPU budget 1 h, float32); final weights evaluated per "
+                "volume on the evaluation list, medpy metrics in pixels, mean of RV/Myo/LV"
             ),
-            overrides={"batch_size": 4, "num_iterations": 2000, "cpu_hours": 0.5, "val_interval": 250,
+            overrides={"batch_size": 4, "num_iterations": 2000, "cpu_hours": 1.0, "val_interval": 250,
                        "log_interval": 10},
             eval_overrides={"checkpoint": "$@ckpt_dir + '/model.pt'"},
-            hours_cpu=0.5,
+            hours_cpu=1.0,
             source="acdc",
             source_labeled=3,
         ),
@@ -157,13 +157,14 @@ PROTOCOLS.update(
             description=(
                 "LA CPU-scale through the self-configuring bundle: the LA folder converted to a Decathlon folder (8 "
                 "labeled cases, the rest of train.list unlabeled, val.list kept), volumes planned at 1.25 mm, batch "
-                "2+2(+2), 1000 iterations, everything else from the plan (CPU budget 1 h); final weights evaluated "
-                "on the evaluation list, probabilities resampled to the 0.625 mm grid, medpy metrics in voxels"
+                "2+2(+2), 1000 iterations, everything else from the plan (CPU budget 2.5 h, float32); final weights "
+                "evaluated on the evaluation list, probabilities resampled to the 0.625 mm grid, medpy metrics in "
+                "voxels"
             ),
             overrides={"target_spacing": [1.25, 1.25, 1.25], "batch_size": 2, "num_iterations": 1000,
-                       "cpu_hours": 1.0, "val_interval": 250, "log_interval": 10},
+                       "cpu_hours": 2.5, "val_interval": 250, "log_interval": 10},
             eval_overrides={"checkpoint": "$@ckpt_dir + '/model.pt'"},
-            hours_cpu=1.0,
+            hours_cpu=2.5,
             source="la",
             source_labeled=8,
             class_names={"1": "LA"},

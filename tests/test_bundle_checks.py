@@ -142,15 +142,15 @@ def test_label_map_comes_from_the_dataset_module(dataset: Path, tmp_path: Path, 
 
 
 def test_default_amp_by_device(monkeypatch: pytest.MonkeyPatch) -> None:
-    """bf16 autocast on CUDA and on a CPU with native bf16, float32 on other CPUs."""
+    """bf16 autocast on CUDA, float32 on every CPU (with the paired-seed finding as the reason where bf16 is native)."""
     assert bundle.default_amp("cuda:0")[0] is True
-    monkeypatch.setattr(bundle.config, "cpu_has_native_bf16", lambda: True)
-    assert bundle.default_amp("cpu") == (True, "CPU with native bf16")
-    # bit-for-bit repeatable runs need float32 convolutions on a CPU; CUDA keeps bf16
-    assert bundle.default_amp("cpu", deterministic=True)[0] is False
     assert bundle.default_amp("cuda:0", deterministic=True)[0] is True
+    monkeypatch.setattr(bundle.config, "cpu_has_native_bf16", lambda: True)
+    assert bundle.default_amp("cpu") == (False, bundle.config.CPU_FLOAT32_REASON)
+    assert "paired seeds" in bundle.config.CPU_FLOAT32_REASON and "section 8" in bundle.config.CPU_FLOAT32_REASON
+    assert bundle.default_amp("cpu", deterministic=True)[0] is False
     monkeypatch.setattr(bundle.config, "cpu_has_native_bf16", lambda: False)
-    assert bundle.default_amp(torch.device("cpu"))[0] is False
+    assert bundle.default_amp(torch.device("cpu")) == (False, "cpu device without native bf16")
 
 
 @pytest.mark.parametrize("deterministic", [False, True])
@@ -173,10 +173,13 @@ def test_precision_line_names_the_choice_and_the_way_out(monkeypatch):
     from crossmatch_ext.bundle import describe_precision
 
     monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: True)
+    finding = config.CPU_FLOAT32_REASON
+    # the CPU default says which and why, and how to switch
+    assert describe_precision(False, {}, "cpu") == f"float32 ({finding}; --amp True for bf16 autocast)"
     assert describe_precision(True, {"dtype": torch.bfloat16}, "cpu") == (
-        "bfloat16 autocast on cpu (CPU with native bf16; --amp False for float32)")
-    assert describe_precision(False, {}, "cpu") == "float32 (--amp False)"
-    assert describe_precision(False, {}, "cpu", deterministic=True).startswith(
-        "float32 (default on a CPU with --deterministic True")
+        f"bfloat16 autocast on cpu (--amp True; float32 is {finding}; --amp False for float32)")
+    assert describe_precision(True, {"dtype": torch.bfloat16}, "cuda:0") == (
+        "bfloat16 autocast on cuda (CUDA device; --amp False for float32)")
+    assert describe_precision(False, {}, "cuda:0") == "float32 (--amp False)"
     monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: False)
     assert describe_precision(False, {}, "cpu") == "float32 (default on a cpu device without native bf16)"

@@ -61,6 +61,7 @@ from .auto import (
 from .checks import check_training_run, effective_settings, prepare_evaluation, prepare_run, prepare_training
 from .config import (
     CONFIG_READS,
+    CPU_FLOAT32_REASON,
     METHOD_SETTINGS,
     SETTING_CHOICES,
     SETTING_KINDS,
@@ -128,6 +129,7 @@ __all__ = [
     "config_amp_kwargs",
     "config_amp_setting",
     "config_num_classes",
+    "CPU_FLOAT32_REASON",
     "cpu_has_native_bf16",
     "config_amp",
     "default_amp",

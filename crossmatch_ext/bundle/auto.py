@@ -39,7 +39,7 @@ from crossmatch_ext.planning import (
 )
 from crossmatch_ext.planning.fingerprint import Fingerprint
 
-from .config import ConfigIds, find_config_parser, find_config_workflow
+from .config import ConfigIds, config_amp_setting, find_config_parser, find_config_workflow
 
 __all__ = [
     "PLAN_CONFIG_KEYS",
@@ -169,6 +169,7 @@ def config_plan(parser: ConfigParser | None = None) -> Plan:
         return _recipe_checked(plan)
     device = ids.get("device")
     hours = float(ids.get("cpu_hours", 24.0))
+    bf16 = bool(config_amp_setting(ids))  # a CPU step is costed in the run's precision
     plan_file = ids.get("plan_file", None)
     if plan_file:
         source = Path(plan_file).expanduser()
@@ -178,7 +179,7 @@ def config_plan(parser: ConfigParser | None = None) -> Plan:
             raise SettingError(f"config key 'plan_file': {fingerprint_file} not found; plan_file names a plan.json "
                                "written by a training run or by `run planning`, beside its fingerprint.json.")
         fp = Fingerprint.from_dict(json.loads(fingerprint_file.read_text()))
-        plan = make_plan(fp, describe_device(device, hours=hours), overrides)
+        plan = make_plan(fp, describe_device(device, hours=hours, bf16=bf16), overrides)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         (ckpt_dir / "fingerprint.json").write_text(fp.to_json())
         write_plan(plan, saved)
@@ -190,16 +191,18 @@ def config_plan(parser: ConfigParser | None = None) -> Plan:
         if torch.distributed.get_rank() != 0:
             torch.distributed.barrier()
             return saved_plan(ckpt_dir, ids.parser)
-        plan = _new_plan(ids, overrides, ckpt_dir, device, hours)
+        plan = _new_plan(ids, overrides, ckpt_dir, device, hours, bf16)
         torch.distributed.barrier()
         return plan
-    return _new_plan(ids, overrides, ckpt_dir, device, hours)
+    return _new_plan(ids, overrides, ckpt_dir, device, hours, bf16)
 
 
-def _new_plan(ids: ConfigIds, overrides: Mapping[str, Any], ckpt_dir: Path, device: Any, hours: float) -> Plan:
+def _new_plan(ids: ConfigIds, overrides: Mapping[str, Any], ckpt_dir: Path, device: Any, hours: float,
+              bf16: bool) -> Plan:
     saved = ckpt_dir / _SAVED_PLAN
     validation_list = ids.setting("validation_list")
-    plan = plan_dataset(ids.get("dataset_dir"), ckpt_dir, device=device, overrides=overrides,
+    budget = describe_device(device, hours=hours, bf16=bf16)
+    plan = plan_dataset(ids.get("dataset_dir"), ckpt_dir, device=budget, overrides=overrides,
                         val_list=validation_list, hours=hours, workers=int(ids.get("num_workers", 2)))
     logger.info(f"plan saved to {saved}")
     if monailabel_studies() is not None:

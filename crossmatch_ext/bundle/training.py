@@ -36,6 +36,7 @@ from monai.handlers import LrScheduleHandler, ValidationHandler
 from monai.inferers import SimpleInferer
 
 from crossmatch_ext.bundle.config import (
+    CPU_FLOAT32_REASON,
     TRAINER_SETTINGS,
     ConfigIds,
     config_amp_kwargs,
@@ -355,12 +356,18 @@ def describe_precision(
     amp: bool, amp_kwargs: dict[str, Any], device: torch.device | str, deterministic: bool = False
 ) -> str:
     """One line for the training log: the precision the step runs in on ``device``, and how to change it."""
-    native = default_amp(device, deterministic)
+    default, reason = default_amp(device, deterministic)
+    kind = torch.device(device).type
     if not amp:
-        reason = "--amp False" if native[0] else f"default on a {native[1]}"
-        return f"float32 ({reason})"
+        if default:
+            return "float32 (--amp False)"
+        if reason == CPU_FLOAT32_REASON:
+            return f"float32 ({reason}; --amp True for bf16 autocast)"
+        return f"float32 (default on a {reason})"
     dtype = str(amp_kwargs.get("dtype", torch.bfloat16)).replace("torch.", "")
-    return f"{dtype} autocast on {torch.device(device).type} ({native[1]}; --amp False for float32)"
+    if default:
+        return f"{dtype} autocast on {kind} ({reason}; --amp False for float32)"
+    return f"{dtype} autocast on {kind} (--amp True; float32 is {reason}; --amp False for float32)"
 
 
 def train_loader(parser: ConfigParser | None = None, **given: Any) -> Any:

@@ -40,8 +40,8 @@ is a :class:`PlanField` (``value`` and ``reason``), named as the bundles' config
       H200, benchmarks/README.md; 2D: 5120, scaled from the CPU measurements, not measured on a GPU).
     * CPU: a time budget, ``hours`` (default :data:`DEFAULT_CPU_HOURS`) for ``num_iterations`` steps, at
       :data:`CPU_CORE_SECONDS_PER_VOXEL` core-seconds per voxel of the labeled batch (the CrossMatch step measured in
-      ``benchmarks/results/step_ratio_*_cpu.json``: bf16 autocast + channels-last on CPUs with native bf16, else
-      float32), divided over ``torch.get_num_threads()`` threads.
+      ``benchmarks/results/step_ratio_*_cpu.json``: float32, the CPU default, or bf16 autocast + channels-last
+      with ``--amp True`` on CPUs with native bf16), divided over ``torch.get_num_threads()`` threads.
 ``in_channels`` / ``out_channels``
     The image channels; the largest class value of ``dataset.json`` plus one.
 ``validation``
@@ -166,7 +166,8 @@ class DeviceBudget:
         name: the GPU's name, or ``"cpu"``.
         free_memory_gib: CUDA: free memory, rounded down to 0.25 GiB.
         threads: CPU: torch's intra-op threads.
-        native_bf16: CPU: AVX512-BF16 or AMX (the bundles then train in bf16 autocast).
+        native_bf16: CPU: the run trains in bf16 autocast on a CPU with native bf16 (AVX512-BF16 or AMX) and
+            ``--amp True``; float32 (the CPU default) otherwise.
         hours: CPU: the time budget of a whole training run.
     """
 
@@ -220,12 +221,15 @@ class DeviceBudget:
         return voxels * CPU_CORE_SECONDS_PER_VOXEL[(spatial_dims, self.native_bf16)] / max(self.threads, 1)
 
 
-def describe_device(device: str | torch.device | None = None, *, hours: float = DEFAULT_CPU_HOURS) -> DeviceBudget:
+def describe_device(device: str | torch.device | None = None, *, hours: float = DEFAULT_CPU_HOURS,
+                    bf16: bool = False) -> DeviceBudget:
     """Describe the device a plan is fitted to.
 
     Args:
         device: ``"cuda"``, ``"cuda:1"``, ``"cpu"``, a ``torch.device``, or None (CUDA when available, else CPU).
         hours: the CPU time budget of a whole training run.
+        bf16: CPU: the run trains in bf16 autocast (``--amp True``; float32 is the CPU default). It is costed as
+            bf16 only where the CPU has native bf16.
 
     Returns:
         The description (CUDA: its free memory now).
@@ -245,7 +249,7 @@ def describe_device(device: str | torch.device | None = None, *, hours: float = 
     cpu = getattr(torch, "cpu", None)
     native = bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
                   or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
-    return DeviceBudget(kind="cpu", name="cpu", threads=int(torch.get_num_threads()), native_bf16=native,
+    return DeviceBudget(kind="cpu", name="cpu", threads=int(torch.get_num_threads()), native_bf16=native and bf16,
                         hours=float(hours))
 
 
