@@ -275,6 +275,11 @@ def test_describe_device():
     cpu = describe_device("cpu", hours=12)
     assert cpu.kind == "cpu" and cpu.threads == torch.get_num_threads() and cpu.hours == 12.0
     assert "threads" in cpu.to_dict() and "free_memory_gib" not in cpu.to_dict()
+    # a CPU step is costed in the run's precision: float32 (the CPU default) unless bf16 autocast on a native-bf16 CPU
+    from crossmatch_ext.bundle import cpu_has_native_bf16
+
+    assert cpu.native_bf16 is False and "float32" in cpu.describe()
+    assert describe_device("cpu", bf16=True).native_bf16 is cpu_has_native_bf16()
     with pytest.raises(SettingError, match="hours"):
         describe_device("cpu", hours=0)
     if not torch.cuda.is_available():
