@@ -2,7 +2,7 @@
 # The product on generated data: make a small LA-like dataset, train the LA bundle's V-Net with CrossMatch (4
 # labeled + 12 unlabeled volumes) and, on the same cases, the supervised baseline (the 4 labeled volumes alone),
 # evaluate both final weights on the validation volumes and print Dice and HD95 of both and CrossMatch's gain.
-# 3 to 7 minutes on a 2-core CPU, whose speed varies (213 s measured on an idle one, figures included).
+# 5 to 10 minutes on a 2-core CPU, whose speed varies (455-579 s measured on an idle one in float32, the CPU default).
 #   CROSSMATCH_DEMO_DIR     where data, checkpoints and results go (default: <repo>/demo_output)
 #   CROSSMATCH_DEMO_ITERS   training iterations of each run (default: 240)
 #   CROSSMATCH_DEMO_SHAPE   size of the generated volumes, "X Y Z" (default: "56 56 40")
