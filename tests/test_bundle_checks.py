@@ -183,3 +183,6 @@ def test_precision_line_names_the_choice_and_the_way_out(monkeypatch):
     assert describe_precision(False, {}, "cuda:0") == "float32 (--amp False)"
     monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: False)
     assert describe_precision(False, {}, "cpu") == "float32 (default on a cpu device without native bf16)"
+    assert describe_precision(True, {"dtype": torch.bfloat16}, "cpu") == (
+        "bfloat16 autocast on cpu (--amp True; float32 is the default on a cpu device without native bf16; "
+        "--amp False for float32)")

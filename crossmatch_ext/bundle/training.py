@@ -367,7 +367,8 @@ def describe_precision(
     dtype = str(amp_kwargs.get("dtype", torch.bfloat16)).replace("torch.", "")
     if default:
         return f"{dtype} autocast on {kind} ({reason}; --amp False for float32)"
-    return f"{dtype} autocast on {kind} (--amp True; float32 is {reason}; --amp False for float32)"
+    default_text = reason if reason == CPU_FLOAT32_REASON else f"the default on a {reason}"
+    return f"{dtype} autocast on {kind} (--amp True; float32 is {default_text}; --amp False for float32)"
 
 
 def train_loader(parser: ConfigParser | None = None, **given: Any) -> Any:
