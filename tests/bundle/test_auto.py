@@ -86,3 +86,18 @@ def test_inferers_validation_schedule_and_served_weights(plans, tmp_path: Path):
     assert auto.plan_checkpoint(tmp_path, plans["ct"]).endswith("model_best.pt")
     assert auto.plan_checkpoint(tmp_path, plans["mr"]).endswith("model.pt")
     assert auto.foreground_classes(plans["ct"]) == {"1": "liver", "2": "tumour"}
+
+
+def test_the_plans_classes_go_into_the_metadata_monai_label_reads(plans, tmp_path: Path):
+    import json
+    import shutil
+
+    metadata = tmp_path / "metadata.json"
+    shutil.copy(TRAIN.parent / "metadata.json", metadata)
+    written = auto.label_metadata_classes(plans["ct"], metadata)
+    pred = json.loads(metadata.read_text())["network_data_format"]["outputs"]["pred"]
+    assert written == {"0": "background", **auto.foreground_classes(plans["ct"])} == pred["channel_def"]
+    assert pred["num_channels"] == int(plans["ct"].out_channels.value) and len(written) == pred["num_channels"]
+    # the rest of the metadata is left as it was
+    original = json.loads((TRAIN.parent / "metadata.json").read_text())
+    assert json.loads(metadata.read_text())["version"] == original["version"]
