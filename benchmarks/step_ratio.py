@@ -10,8 +10,8 @@ Variants (``--variants``):
 
 * ``exact``: float32, channels-first, eager (``--amp False --channels_last False``: the path the step-equivalence
   test proves equal to the reference);
-* ``default``: the bundles' CPU default: bf16 autocast where the CPU has native bf16 (float32 elsewhere) and
-  channels-last;
+* ``default``: bf16 autocast where the CPU has native bf16 (float32 elsewhere) and channels-last: the bundles' CPU
+  default until 2026-12-07, ``--amp True`` since (float32 is the CPU default now: benchmarks/README.md section 8);
 * ``compiled``: ``default`` with ``compile="default"`` (inductor; compile time excluded by the warm-up rounds);
 * ``exact_compiled``: ``exact`` with ``compile="default"``.
 
