@@ -93,49 +93,72 @@ def make_studies(root: Path, num_studies: int, seed: int) -> Path:
     return studies
 
 
+class Server:
+    """``scripts/monailabel.sh start`` on a studies folder, stopped and started again as a user would."""
+
+    def __init__(self, root: Path, studies: Path, bundle: str):
+        self.root, self.studies = root, studies
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "MONAILABEL_VENV": str(VENV), "MONAILABEL_WORKSPACE": str(root / "workspace"),
+                    "MONAILABEL_PORT": str(self.port), "MONAILABEL_MODELS": bundle, "OMP_NUM_THREADS": "2"}
+        self.bundle = root / "workspace" / "apps" / "monaibundle" / "model" / bundle
+        self.process: subprocess.Popen | None = None
+        self.log = root / "server.log"
+        self.starts = 0
+
+    def place(self) -> None:
+        subprocess.run(["bash", str(SCRIPT), "place"], env=self.env, check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        self.starts += 1
+        self.log = self.root / f"server{self.starts}.log"
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(["bash", str(SCRIPT), "start", str(self.studies)], env=self.env,
+                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 300
+        while True:
+            try:
+                _get(f"{self.url}/info/", timeout=10)
+                return
+            except (OSError, ConnectionError):
+                if self.process.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"MONAI Label did not start (rc={self.process.poll()}):\n"
+                                f"{self.log.read_text()[-4000:]}")
+                time.sleep(2)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process = None
+        if os.environ.get("CROSSMATCH_MONAILABEL_LOG"):  # keep the server's output for inspection
+            shutil.copy(self.log, os.environ["CROSSMATCH_MONAILABEL_LOG"])
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     _monailabel_python()
     root = tmp_path_factory.mktemp("monailabel")
     studies = make_studies(root, NUM_STUDIES, seed=2)
-
-    port = _free_port()
-    env = {**os.environ, "MONAILABEL_VENV": str(VENV), "MONAILABEL_WORKSPACE": str(root / "workspace"),
-           "MONAILABEL_PORT": str(port), "MONAILABEL_MODELS": BUNDLE, "OMP_NUM_THREADS": "2"}
-    subprocess.run(["bash", str(SCRIPT), "place"], env=env, check=True, capture_output=True, timeout=120)
-    bundle = root / "workspace" / "apps" / "monaibundle" / "model" / BUNDLE
-    _update_yaml(bundle / "configs" / "train.yaml", TINY_TRAIN)
-    _update_yaml(bundle / "configs" / "inference.yaml", TINY_INFER)
+    server = Server(root, studies, BUNDLE)
+    server.place()
+    _update_yaml(server.bundle / "configs" / "train.yaml", TINY_TRAIN)
+    _update_yaml(server.bundle / "configs" / "inference.yaml", TINY_INFER)
     # weights a user would have trained; /train below replaces them
     from crossmatch_ext.networks import VNet
 
     torch.manual_seed(0)
     initial = VNet(in_channels=1, out_channels=2, n_filters=16, normalization="batch").state_dict()
-    torch.save(initial, bundle / "models" / "model.pt")
-
-    log_path = root / "server.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(["bash", str(SCRIPT), "start", str(studies)], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    while True:
-        try:
-            _get(f"{url}/info/", timeout=10)
-            break
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            if process.poll() is not None or time.time() > deadline:
-                pytest.fail(f"MONAI Label did not start (rc={process.poll()}):\n{log_path.read_text()[-4000:]}")
-            time.sleep(2)
-    yield {"url": url, "studies": studies, "data": root / "data", "bundle": bundle, "log": log_path,
+    torch.save(initial, server.bundle / "models" / "model.pt")
+    server.start()
+    yield {"url": server.url, "studies": studies, "data": root / "data", "bundle": server.bundle, "log": server.log,
            "initial": initial, "root": root}
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-    if os.environ.get("CROSSMATCH_MONAILABEL_LOG"):  # keep the server's output for inspection
-        shutil.copy(log_path, os.environ["CROSSMATCH_MONAILABEL_LOG"])
+    server.stop()
 
 
 def test_info_lists_the_bundle_with_its_label_names(server):

@@ -7,17 +7,12 @@ Needs the MONAI Label environment, as ``test_monailabel.py`` (skipped without it
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import subprocess
 import time
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-from test_monailabel import SCRIPT, VENV, _curl, _free_port, _get, _monailabel_python, _update_yaml, make_studies
+from test_monailabel import Server, _curl, _get, _monailabel_python, _update_yaml, make_studies
 
 from crossmatch_ext.planning import read_plan
 
@@ -29,58 +24,11 @@ NUM_STUDIES, NUM_FINAL_LABELS = 8, 3
 TINY_TRAIN = {"num_workers": 0, "log_interval": 1, "batch_size": 2, "cpu_hours": 0.01, "amp": False}
 
 
-class Server:
-    """``scripts/monailabel.sh start`` on a studies folder, stopped and started again as a user would."""
-
-    def __init__(self, root: Path, studies: Path):
-        self.root, self.studies = root, studies
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "MONAILABEL_VENV": str(VENV), "MONAILABEL_WORKSPACE": str(root / "workspace"),
-                    "MONAILABEL_PORT": str(self.port), "MONAILABEL_MODELS": BUNDLE, "OMP_NUM_THREADS": "2"}
-        self.bundle = root / "workspace" / "apps" / "monaibundle" / "model" / BUNDLE
-        self.process: subprocess.Popen | None = None
-        self.log = root / "server.log"
-        self.starts = 0
-
-    def place(self) -> None:
-        subprocess.run(["bash", str(SCRIPT), "place"], env=self.env, check=True, capture_output=True, timeout=120)
-
-    def start(self) -> None:
-        self.starts += 1
-        self.log = self.root / f"server{self.starts}.log"
-        with open(self.log, "w") as log:
-            self.process = subprocess.Popen(["bash", str(SCRIPT), "start", str(self.studies)], env=self.env,
-                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + 300
-        while True:
-            try:
-                _get(f"{self.url}/info/", timeout=10)
-                return
-            except (OSError, ConnectionError):
-                if self.process.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"MONAI Label did not start (rc={self.process.poll()}):\n"
-                                f"{self.log.read_text()[-4000:]}")
-                time.sleep(2)
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process = None
-        if os.environ.get("CROSSMATCH_MONAILABEL_LOG"):  # keep the server's output for inspection
-            shutil.copy(self.log, os.environ["CROSSMATCH_MONAILABEL_LOG"])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     _monailabel_python()
     root = tmp_path_factory.mktemp("monailabel_auto")
-    server = Server(root, make_studies(root, NUM_STUDIES, seed=3))
+    server = Server(root, make_studies(root, NUM_STUDIES, seed=3), BUNDLE)
     server.place()
     _update_yaml(server.bundle / "configs" / "train.yaml", TINY_TRAIN)
     server.start()
