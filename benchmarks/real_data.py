@@ -13,7 +13,11 @@ cases, iterations, seed and evaluation for both modes. Outputs, in ``--out``:
   metric CSVs) and its ``train.log`` / ``eval.log``.
 
 A run whose evaluation summary exists is not repeated (``--force`` repeats it), so an interrupted benchmark
-continues where it stopped.
+continues where it stopped. A training run that was interrupted continues from its last resumable state
+(``models/resume/last.pt``, saved every ``val_interval`` iterations, with its random streams) through the bundle's
+``--resume True``: its training log keeps the records up to that iteration, ``train.log`` is appended to, and its
+``timing.json`` lists the iterations it resumed at (``train_resumed_at``) with no wall time, since the interrupted
+part's was lost with its process.
 
 Protocols (``--protocol``), sized for a CPU (about an hour per CrossMatch run on a 2-core machine):
 
@@ -249,9 +253,15 @@ class Run:
         configs = BUNDLES[self.protocol.bundle] / "configs"
         return ["--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf")]
 
-    def train_command(self) -> list[str]:
+    @property
+    def resume_state(self) -> Path:
+        """The bundle's resumable training state (written every ``val_interval`` iterations)."""
+        return self.folder / "models" / "resume" / "last.pt"
+
+    def train_command(self, resume: bool = False) -> list[str]:
+        overrides = {**self.overrides, "resume": True} if resume else self.overrides
         return [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", self._config("train.yaml"),
-                *self._common(), *_override_args(self.overrides)]
+                *self._common(), *_override_args(overrides)]
 
     def eval_command(self) -> list[str]:
         merged = {**self.overrides, **self.eval_overrides}
@@ -345,8 +355,9 @@ def _train_status(run: Run, started: float) -> str:
     total = int(run.overrides["num_iterations"])
     it = int(last["iteration"])
     text = f" iteration {it}/{total}, loss {last.get('loss', float('nan')):.4f}"
-    if len(train) >= 2 and it > int(train[0]["iteration"]):
-        rate = (last["wall_time"] - train[0]["wall_time"]) / (it - int(train[0]["iteration"]))
+    since = [r for r in train if r["wall_time"] >= started] or train  # a resumed run: its own part
+    if len(since) >= 2 and it > int(since[0]["iteration"]):
+        rate = (last["wall_time"] - since[0]["wall_time"]) / (it - int(since[0]["iteration"]))
         text += f", {rate:.3f} s/it, ~{rate * (total - it) / 60:.1f} min left"
     return text
 
@@ -354,10 +365,10 @@ def _train_status(run: Run, started: float) -> str:
 DEADLINE: list[float | None] = [None]  # wall-clock time after which running commands are stopped
 
 
-def _run_logged(command: list[str], log: Path, env: dict[str, str]) -> tuple[int, float]:
+def _run_logged(command: list[str], log: Path, env: dict[str, str], append: bool = False) -> tuple[int, float]:
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    with open(log, "w", encoding="utf-8") as stream:
+    with open(log, "a" if append else "w", encoding="utf-8") as stream:
         stream.write("$ " + " ".join(shlex.quote(c) for c in command) + "\n")
         stream.flush()
         proc = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, cwd=str(REPO), env=env)
@@ -375,6 +386,31 @@ def _run_logged(command: list[str], log: Path, env: dict[str, str]) -> tuple[int
     return proc.returncode, time.time() - start
 
 
+def resumable_iteration(run: Run) -> int | None:
+    """The iteration of an interrupted run's saved state, or None when there is none to continue from."""
+    if not run.resume_state.is_file():
+        return None
+    from crossmatch_ext.engines.checkpoints import load_resumable_state
+
+    try:
+        iteration = load_resumable_state(run.resume_state).get("trainer", {}).get("iteration")
+    except Exception as error:  # an unreadable state: train from the start rather than fail the comparison
+        print(f"  {run.resume_state}: not a readable training state ({error}); training {run.label} from the start",
+              flush=True)
+        return None
+    return int(iteration) if iteration else None
+
+
+def trim_training_log(path: Path, iteration: int) -> None:
+    """Drop the records after ``iteration`` (those of the interrupted part that the resumed run repeats)."""
+    if not path.exists():
+        return
+    kept = [r for r in _read_log(path) if int(r.get("iteration", 0)) <= iteration]
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    temporary.replace(path)
+
+
 def execute(run: Run, progress: Progress, force: bool, threads: int | None) -> dict[str, Any]:
     """Train (unless final weights exist) and evaluate one run; returns its timing record."""
     timing_file = run.folder / "timing.json"
@@ -384,14 +420,26 @@ def execute(run: Run, progress: Progress, force: bool, threads: int | None) -> d
         env["OMP_NUM_THREADS"] = str(threads)
     final_weights = run.folder / "models" / "model.pt"
     if force or not final_weights.exists():
-        if run.training_log.exists():
-            run.training_log.unlink()  # a fresh training run: the log restarts with it
-        progress.set(run, "training")
-        rc, seconds = _run_logged(run.train_command(), run.folder / "train.log", env)
+        resumed_at = None if force else resumable_iteration(run)
+        if resumed_at is None:
+            if run.training_log.exists():
+                run.training_log.unlink()  # a fresh training run: the log restarts with it
+            timing.pop("train_resumed_at", None)
+            progress.set(run, "training")
+        else:
+            # an interrupted run continues from its last saved state, as the uninterrupted run would have
+            trim_training_log(run.training_log, resumed_at)
+            timing["train_resumed_at"] = [*timing.get("train_resumed_at", []), resumed_at]
+            timing_file.parent.mkdir(parents=True, exist_ok=True)
+            timing_file.write_text(json.dumps(timing, indent=1))
+            progress.set(run, f"training (resumed at iteration {resumed_at})")
+        rc, seconds = _run_logged(run.train_command(resume=resumed_at is not None), run.folder / "train.log", env,
+                                  append=resumed_at is not None)
         if rc != 0 or not final_weights.exists():
             progress.set(run, None)
             raise RuntimeError(f"{run.label}: training failed (exit {rc}); see {run.folder / 'train.log'}")
-        timing["train_wall_s"] = seconds
+        # a resumed run's wall time is not known (the interrupted part's was lost with its process)
+        timing["train_wall_s"] = None if timing.get("train_resumed_at") else seconds
     if force or not run.summary_file.exists():
         progress.set(run, "evaluating")
         rc, seconds = _run_logged(run.eval_command(), run.folder / "eval.log", env)

@@ -124,3 +124,69 @@ def test_the_description_names_what_a_run_changed_and_its_validation_schedule(tm
         seeds=[0], modes=["crossmatch"], iterations=None, eval_list="val.list", num_workers=None, device=None,
         no_amp=False, set=None), _data(tmp_path / "b"), tmp_path / "out2")[0]
     assert "OVERRIDES" not in real_data.run_description(protocol, plain.overrides)
+
+
+def _interrupted_run(tmp_path: Path, saved_iteration: int | None):
+    """A run stopped at iteration 300 (log every 10), with a resumable state at ``saved_iteration`` if given."""
+    import torch
+
+    args = real_data.parse_args(["--protocol", "acdc", "--seeds", "0", "--modes", "crossmatch"])
+    run = real_data.make_runs(real_data.PROTOCOLS["acdc"], args, _data(tmp_path), tmp_path / "out")[0]
+    run.output_dir.mkdir(parents=True)
+    log = [{"event": "train", "iteration": i, "wall_time": float(i), "loss": 1.0} for i in range(10, 301, 10)]
+    log.append({"event": "validation", "iteration": 250, "wall_time": 251.0, "val_mean_dice": 0.5})
+    run.training_log.write_text("\n".join(json.dumps(r) for r in log) + "\n")
+    (run.folder / "train.log").write_text("first part\n")
+    if saved_iteration is not None:
+        run.resume_state.parent.mkdir(parents=True)
+        torch.save({"trainer": {"iteration": saved_iteration, "epoch": 3}}, run.resume_state)
+    return run
+
+
+def _finish_like_the_bundle(calls):
+    def fake(command, log, env, append=False):
+        calls.append((command, append))
+        folder = Path(command[command.index("--ckpt_dir") + 1])
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "model.pt").write_bytes(b"weights")
+        out = Path(command[command.index("--output_dir") + 1]) if "--output_dir" in command else None
+        if out is not None and "evaluate.yaml" in " ".join(command):
+            (out / "metrics_summary.csv").write_text("scope,metric,mean,std,n\n")
+        return 0, 12.5
+    return fake
+
+
+def test_an_interrupted_run_resumes_from_its_saved_state(tmp_path, monkeypatch):
+    run = _interrupted_run(tmp_path, saved_iteration=250)
+    calls: list = []
+    monkeypatch.setattr(real_data, "_run_logged", _finish_like_the_bundle(calls))
+    assert real_data.resumable_iteration(run) == 250
+    timing = real_data.execute(run, real_data.Progress(), force=False, threads=None)
+    train_command, append = calls[0]
+    assert train_command[train_command.index("--resume") + 1] == "True" and append
+    records = real_data._read_log(run.training_log)
+    assert max(r["iteration"] for r in records) == 250  # the repeated part is gone, the validation at 250 kept
+    assert any(r["event"] == "validation" for r in records)
+    assert timing["train_resumed_at"] == [250] and timing["train_wall_s"] is None
+    assert json.loads((run.folder / "timing.json").read_text())["train_resumed_at"] == [250]
+
+
+def test_a_run_without_saved_state_or_forced_starts_over(tmp_path, monkeypatch):
+    for name, saved, force in (("none", None, False), ("forced", 250, True)):
+        (tmp_path / name).mkdir()
+        run = _interrupted_run(tmp_path / name, saved_iteration=saved)
+        calls: list = []
+        monkeypatch.setattr(real_data, "_run_logged", _finish_like_the_bundle(calls))
+        timing = real_data.execute(run, real_data.Progress(), force=force, threads=None)
+        train_command, append = calls[0]
+        assert "--resume" not in train_command and not append
+        assert not run.training_log.exists() and timing["train_wall_s"] == 12.5
+        assert "train_resumed_at" not in timing
+
+
+def test_an_unreadable_saved_state_starts_over_and_says_so(tmp_path, capsys):
+    run = _interrupted_run(tmp_path, saved_iteration=None)
+    run.resume_state.parent.mkdir(parents=True)
+    run.resume_state.write_bytes(b"truncated")
+    assert real_data.resumable_iteration(run) is None
+    assert "not a readable training state" in capsys.readouterr().out
