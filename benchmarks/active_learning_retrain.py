@@ -204,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         return {"summary": cases["summary"], "by_class": cases["by_class"], "wall_s": timing}
 
     def wall(row: dict[str, Any]) -> float:
-        return sum(v for key, v in row["wall_s"].items() if key.endswith("wall_s"))
+        values = [v for key, v in row["wall_s"].items() if key.endswith("wall_s")]
+        # a resumed run's training wall time is not known (None): nan rather than a part of it
+        return float("nan") if None in values else sum(values)
 
     base_result = result(base)
     rows: dict[str, Any] = {}
