@@ -139,6 +139,23 @@ def test_bundle_properties_of_monai_workflows(folders, tmp_path: Path):
     assert train.parser.get_parsed_content("patch_size") == [48, 48, 48]
 
 
+@pytest.mark.parametrize("kind", ["ct", "mr"])
+def test_every_labeled_sample_holds_a_uint8_label(folders, tmp_path: Path, kind: str):
+    """A batch must hold one label dtype: the 2D recipe's random rotation returns float labels, the other branches
+    uint8 ones, so the datasets cast every label back after the random geometry."""
+    from monai.data import list_data_collate
+
+    run = tmp_path / "run"
+    train = ConfigWorkflow(config_file=TRAIN, meta_file=str(CONFIGS / "metadata.json"), logging_file=False,
+                           workflow_type="train", bundle_root=str(BUNDLE), dataset_dir=str(folders[kind]),
+                           ckpt_dir=str(run / "models"), output_dir=str(run / "eval"), num_workers=0, amp=False)
+    train.initialize()
+    dataset = train.parser.get_parsed_content("train::dataset")
+    samples = [dataset[i % len(dataset)] for i in range(48)]  # the rotation branch is drawn with p 0.25 in 2D
+    assert {sample["label"].dtype for sample in samples} == {torch.uint8}
+    assert list_data_collate(samples[:8])["label"].dtype == torch.uint8
+
+
 def test_resume_keeps_the_plan_and_rejects_a_different_one(folders, tmp_path: Path):
     data, run = folders["ct"], tmp_path / "run"
     _run(TRAIN, data, run, "--num_iterations", "2", "--val_interval", "1", *FAST, run_id="training")
