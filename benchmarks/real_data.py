@@ -281,6 +281,10 @@ def make_runs(protocol: Protocol, args: argparse.Namespace, data: Path, out: Pat
                 overrides["num_iterations"] = args.iterations
                 if "lr_decay_iterations" in overrides:
                     overrides["lr_decay_iterations"] = args.iterations
+                if "cpu_hours" in overrides:
+                    # the auto bundle's time budget shrinks with the run, so that the plan keeps its crops
+                    overrides["cpu_hours"] = (float(overrides["cpu_hours"]) * args.iterations
+                                              / int(protocol.overrides["num_iterations"]))
                 overrides["val_interval"] = max(1, min(int(overrides.get("val_interval", args.iterations)),
                                                        args.iterations))
             overrides.update(
@@ -744,7 +748,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-list", default="val.list", help="evaluation list in the data folder")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1; reproduce 0 1 2)")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    parser.add_argument("--iterations", type=int, help="override the protocol's number of iterations")
+    parser.add_argument("--iterations", type=int, help="override the protocol's number of iterations (its LR decay "
+                        "and, for the *_auto protocols, the CPU budget follow: the plan keeps its crops)")
     parser.add_argument("--out", type=Path, help="output folder (default runs/real_data/<protocol>)")
     parser.add_argument("--device", help="cpu or cuda (default: the bundle's choice, cuda when available)")
     parser.add_argument("--no-amp", action="store_true", help="float32 on CUDA (the bundles default to bf16 AMP)")

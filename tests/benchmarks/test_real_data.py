@@ -190,3 +190,16 @@ def test_an_unreadable_saved_state_starts_over_and_says_so(tmp_path, capsys):
     run.resume_state.write_bytes(b"truncated")
     assert real_data.resumable_iteration(run) is None
     assert "not a readable training state" in capsys.readouterr().out
+
+
+def test_fewer_iterations_shrink_the_auto_bundles_budget_with_them(tmp_path):
+    """--iterations shortens a protocol and keeps the rest: for the auto bundle the plan's crops, so its CPU budget
+    per iteration."""
+    args = real_data.parse_args(["--protocol", "la_auto", "--seeds", "0", "--iterations", "400"])
+    run = real_data.make_runs(real_data.PROTOCOLS["la_auto"], args, tmp_path, tmp_path / "out")[0]
+    full = real_data.PROTOCOLS["la_auto"].overrides
+    assert run.overrides["num_iterations"] == 400
+    assert run.overrides["cpu_hours"] == pytest.approx(full["cpu_hours"] * 400 / full["num_iterations"])
+    plain = real_data.make_runs(real_data.PROTOCOLS["la_auto"], real_data.parse_args(["--protocol", "la_auto"]),
+                                tmp_path, tmp_path / "out2")[0]
+    assert plain.overrides["cpu_hours"] == full["cpu_hours"]
