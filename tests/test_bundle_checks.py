@@ -186,3 +186,18 @@ def test_precision_line_names_the_choice_and_the_way_out(monkeypatch):
     assert describe_precision(True, {"dtype": torch.bfloat16}, "cpu") == (
         "bfloat16 autocast on cpu (--amp True; float32 is the default on a cpu device without native bf16; "
         "--amp False for float32)")
+
+
+def test_torchrun_needs_a_validation_case_per_process(dataset: Path, tmp_path: Path, monkeypatch):
+    """Each process validates its own share of the cases: one case for two processes is refused before training,
+    naming the list and what to do; without validation (val_interval 0) it is not needed."""
+    from crossmatch_ext.bundle import checks
+
+    monkeypatch.setattr(checks, "process_count", lambda: 2)
+    with pytest.raises(SettingError, match=r"1 validation case\(s\) for 2 processes.* at least 2 cases in val.list, "
+                                           r"or start torchrun with --nproc_per_node 1"):
+        check_training_run("crossmatch_la", parser=_parser(dataset, tmp_path))
+    assert not (tmp_path / "models" / "run_settings.json").exists()
+    check_training_run("crossmatch_la", parser=_parser(dataset, tmp_path, val_interval=0))
+    monkeypatch.setattr(checks, "process_count", lambda: 1)
+    check_training_run("crossmatch_la", parser=_parser(dataset, tmp_path))

@@ -87,6 +87,7 @@ from .distributed import (
     distributed_train_network,
     end_distributed,
     init_distributed,
+    process_count,
     process_device,
     process_rank,
 )
@@ -143,6 +144,7 @@ __all__ = [
     "distributed_train_network",
     "end_distributed",
     "init_distributed",
+    "process_count",
     "process_device",
     "process_rank",
     # monitors

@@ -29,7 +29,7 @@ from crossmatch_ext.bundle.config import (
     describe_value,
     find_config_parser,
 )
-from crossmatch_ext.bundle.distributed import init_distributed, process_rank
+from crossmatch_ext.bundle.distributed import init_distributed, process_count, process_rank
 from crossmatch_ext.errors import InputError, SettingError
 
 __all__ = [
@@ -159,6 +159,24 @@ def effective_settings(parser: Any) -> dict[str, Any]:
     return settings
 
 
+def _check_validation_shares(parser: Any, val_list: str | None) -> None:
+    """Under ``torchrun`` each process validates its own share of the validation cases: every process needs one."""
+    processes = process_count()
+    config = parser.get()
+    if processes < 2 or "datalists" not in config:
+        return
+    if "val_interval" in config and int(parser.get_parsed_content("val_interval")) <= 0:
+        return  # no validation
+    validation = (parser.get_parsed_content("datalists") or {}).get("validation") or []
+    if 0 < len(validation) < processes:
+        source = f"{val_list}" if val_list else "the datalist's 'validation' section"
+        raise SettingError(
+            f"config key 'validation_list': {len(validation)} validation case(s) for {processes} processes. Under "
+            "torchrun each process validates its own share of the cases, so each needs at least one: list at least "
+            f"{processes} cases in {source}, or start torchrun with --nproc_per_node {len(validation)}."
+        )
+
+
 def check_training_run(bundle: str, parser: Any = None, min_free_bytes: int | None = None) -> dict[str, Any]:
     """Everything a training run can check before it starts; called first in the bundles' ``initialize``.
 
@@ -168,7 +186,8 @@ def check_training_run(bundle: str, parser: Any = None, min_free_bytes: int | No
     3. the data lists are built and every file is checked (:func:`crossmatch_ext.data.validate_datalists`, or the
        config's ``data_check`` when it has one: the report of a check made already): raw
        label values against the ``RAW_LABEL_MAPS`` of the config's ``dataset_module`` for the ``resolved_layout``,
-       image sizes against ``patch_size`` when the config has one;
+       image sizes against ``patch_size`` when the config has one; under ``torchrun``, at least one validation
+       case per process;
     4. the seed and every effective setting are logged and written to ``<ckpt_dir>/run_settings.json`` (atomically).
 
     Args:
@@ -232,6 +251,8 @@ def check_training_run(bundle: str, parser: Any = None, min_free_bytes: int | No
         mode=mode,
         allow_overlap=bool(parser.get_parsed_content("allow_overlap")) if "allow_overlap" in config else False,
     )
+
+    _check_validation_shares(parser, val_list)
 
     from crossmatch_ext import __version__
 

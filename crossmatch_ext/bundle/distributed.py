@@ -13,6 +13,7 @@ __all__ = [
     "distributed_train_network",
     "end_distributed",
     "init_distributed",
+    "process_count",
     "process_device",
     "process_rank",
 ]
@@ -23,6 +24,13 @@ def process_rank() -> int:
     import torch.distributed as dist
 
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def process_count() -> int:
+    """The number of processes in the default process group, 1 when training in one process."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def process_device() -> torch.device:
