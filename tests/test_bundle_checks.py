@@ -194,8 +194,9 @@ def test_torchrun_needs_a_validation_case_per_process(dataset: Path, tmp_path: P
     from crossmatch_ext.bundle import checks
 
     monkeypatch.setattr(checks, "process_count", lambda: 2)
-    with pytest.raises(SettingError, match=r"1 validation case\(s\) for 2 processes.* at least 2 cases in val.list, "
-                                           r"or start torchrun with --nproc_per_node 1"):
+    with pytest.raises(SettingError, match=r"1 validation case\(s\) for 2 processes.* at least 2 validation cases "
+                                           r"\(--validation_list val.list, .*\), or start torchrun with "
+                                           r"--nproc_per_node 1"):
         check_training_run("crossmatch_la", parser=_parser(dataset, tmp_path))
     assert not (tmp_path / "models" / "run_settings.json").exists()
     check_training_run("crossmatch_la", parser=_parser(dataset, tmp_path, val_interval=0))

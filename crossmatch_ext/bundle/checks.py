@@ -169,11 +169,12 @@ def _check_validation_shares(parser: Any, val_list: str | None) -> None:
         return  # no validation
     validation = (parser.get_parsed_content("datalists") or {}).get("validation") or []
     if 0 < len(validation) < processes:
-        source = f"{val_list}" if val_list else "the datalist's 'validation' section"
+        source = f"--validation_list {val_list}, or the datalist's 'validation' section" if val_list else (
+            "the datalist's 'validation' section")
         raise SettingError(
             f"config key 'validation_list': {len(validation)} validation case(s) for {processes} processes. Under "
-            "torchrun each process validates its own share of the cases, so each needs at least one: list at least "
-            f"{processes} cases in {source}, or start torchrun with --nproc_per_node {len(validation)}."
+            f"torchrun each process validates its own share of the cases, so each needs at least one: give at least "
+            f"{processes} validation cases ({source}), or start torchrun with --nproc_per_node {len(validation)}."
         )
 
 
