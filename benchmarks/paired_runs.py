@@ -4,7 +4,11 @@ Reads the ``results.json`` of two ``real_data.py`` outputs (e.g. the same protoc
 with ``--no-amp``), pairs their runs by mode and seed, and prints one row per pair (Dice, per-class Dice, HD95, ASD
 of each side and their difference B - A) and, over the pairs, the mean ± std of each difference, with the verdict
 "within noise" when the mean difference is inside two standard errors of the paired differences (or, with one pair,
-"one pair: no verdict"). ``--json FILE`` writes the same as JSON (kept in ``benchmarks/results/``).
+"one pair: no verdict"). Where a seed has both a CrossMatch and a supervised run on both sides, it also prints each
+side's semi-supervised gain (CrossMatch - supervised Dice, same seed) and the paired gain difference. ``--goal
+POINTS`` states whether each mean Dice difference, and the mean gain difference, is within that many points (e.g.
+a self-configuring bundle against the hand-tuned one: "within 2 Dice, the same gain"). ``--json FILE`` writes the
+same as JSON (kept in ``benchmarks/results/``).
 
 Example::
 
@@ -83,7 +87,50 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def format_table(rows: list[dict[str, Any]], summary: dict[str, dict[str, Any]], names: tuple[str, str]) -> str:
+def semi_supervised_gains(rows: list[dict[str, Any]], metric: str = "dice") -> dict[str, Any]:
+    """Per seed with both modes on both sides: each side's CrossMatch - supervised ``metric`` and the difference
+    B - A of those gains; over the seeds, the mean and std of each (``{"seeds": [], ...}`` when no seed has all
+    four runs)."""
+    by_key = {(row["mode"], row["seed"]): row for row in rows}
+    seeds = sorted(seed for mode, seed in by_key if mode == "crossmatch" and ("supervised", seed) in by_key)
+    per_seed = []
+    for seed in seeds:
+        semi, sup = by_key[("crossmatch", seed)], by_key[("supervised", seed)]
+        gain_a, gain_b = semi["a"][metric] - sup["a"][metric], semi["b"][metric] - sup["b"][metric]
+        per_seed.append({"seed": seed, "a": gain_a, "b": gain_b, "difference": gain_b - gain_a})
+    out: dict[str, Any] = {"metric": metric, "seeds": per_seed}
+    for side in ("a", "b", "difference"):
+        values = [entry[side] for entry in per_seed]
+        out[side] = {"mean": statistics.fmean(values) if values else math.nan,
+                     "std": statistics.stdev(values) if len(values) > 1 else math.nan, "n": len(values)}
+    return out
+
+
+def goal_verdicts(summary: dict[str, dict[str, Any]], gains: dict[str, Any], goal: float) -> dict[str, Any]:
+    """Whether each mode's mean Dice difference B - A, and the mean gain difference, is within ``goal`` points
+    (Dice as a fraction: ``goal / 100``). Only the shortfall counts: B better than A by more than the goal is
+    "better", not a miss."""
+    def verdict(mean: float) -> str:
+        if math.isnan(mean):
+            return "not measured"
+        if abs(mean) <= goal / 100:
+            return f"within {goal:g} points"
+        return "better" if mean > 0 else f"short by more than {goal:g} points"
+
+    out: dict[str, Any] = {"points": goal}
+    for mode, stats in summary.items():
+        out[mode] = verdict(stats["dice"]["mean"])
+    out["gain"] = verdict(gains["difference"]["mean"])
+    return out
+
+
+def _pm(stats: dict[str, Any], scale: float = 100.0) -> str:
+    std = "n/a" if math.isnan(stats["std"]) else f"{stats['std'] * scale:.1f}"
+    return f"{stats['mean'] * scale:+.1f} ± {std}"
+
+
+def format_table(rows: list[dict[str, Any]], summary: dict[str, dict[str, Any]], names: tuple[str, str],
+                 gains: dict[str, Any] | None = None, goals: dict[str, Any] | None = None) -> str:
     a, b = names
     lines = [f"| mode | seed | Dice {a} | Dice {b} | {b} - {a} (Dice) | per class {b} - {a} | HD95 {a} / {b} |",
              "|---|---|---|---|---|---|---|"]
@@ -96,7 +143,13 @@ def format_table(rows: list[dict[str, Any]], summary: dict[str, dict[str, Any]],
         dice = stats["dice"]
         std = "n/a" if math.isnan(dice["std"]) else f"{dice['std'] * 100:.1f}"
         lines.append(f"\n{mode}: paired Dice difference {b} - {a} = {dice['mean'] * 100:+.1f} ± {std} points over "
-                     f"{dice['n']} seed(s): {dice['verdict']}")
+                     f"{dice['n']} seed(s): {dice['verdict']}"
+                     + (f"; goal: {goals[mode]}" if goals is not None and mode in goals else ""))
+    if gains is not None and gains["seeds"]:
+        per_seed = ", ".join(f"seed {g['seed']}: {g['a'] * 100:+.1f} / {g['b'] * 100:+.1f}" for g in gains["seeds"])
+        lines.append(f"\nsemi-supervised gain (CrossMatch - supervised Dice, {a} / {b}): {per_seed}; mean "
+                     f"{_pm(gains['a'])} / {_pm(gains['b'])}; gain difference {b} - {a} = {_pm(gains['difference'])}"
+                     + (f"; goal: {goals['gain']}" if goals is not None else ""))
     return "\n".join(lines)
 
 
@@ -106,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                                    "joined by commas")
     parser.add_argument("b", help="the second setting's")
     parser.add_argument("--names", nargs=2, default=("A", "B"), help="names of the two settings")
+    parser.add_argument("--goal", type=float, metavar="POINTS",
+                        help="say whether each mean Dice difference and the gain difference is within POINTS")
     parser.add_argument("--json", type=Path, help="also write the pairs and the summary here")
     args = parser.parse_args(argv)
     rows = pair_runs(load_runs(args.a), load_runs(args.b))
@@ -113,10 +168,15 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no (mode, seed) is present in both results", file=sys.stderr)
         return 2
     summary = summarize(rows)
-    print(format_table(rows, summary, tuple(args.names)))
+    gains = semi_supervised_gains(rows)
+    goals = goal_verdicts(summary, gains, args.goal) if args.goal is not None else None
+    print(format_table(rows, summary, tuple(args.names), gains, goals))
     if args.json is not None:
-        args.json.write_text(json.dumps({"settings": {"a": [args.names[0], str(args.a)], "b": [args.names[1],
-                                         str(args.b)]}, "pairs": rows, "summary": summary}, indent=1) + "\n")
+        written = {"settings": {"a": [args.names[0], str(args.a)], "b": [args.names[1], str(args.b)]},
+                   "pairs": rows, "summary": summary, "semi_supervised_gain": gains}
+        if goals is not None:
+            written["goal"] = goals
+        args.json.write_text(json.dumps(written, indent=1) + "\n")
     return 0
 
 

@@ -58,3 +58,44 @@ def test_a_setting_run_seed_by_seed_in_several_folders(tmp_path: Path):
     assert [p["seed"] for p in json.loads(out.read_text())["pairs"]] == [0, 1]
     with pytest.raises(SystemExit, match="seed 0 is in two"):
         paired_runs.main([f"{a0},{a0}", str(b)])
+
+
+def _both_modes(folder: Path, dice: dict[tuple[str, int], float]) -> Path:
+    folder.mkdir()
+    runs = [{"mode": mode, "seed": seed, "summary": {"dice": {"mean": value}, "hd95": {"mean": 5.0},
+                                                      "asd": {"mean": 1.0}}}
+            for (mode, seed), value in dice.items()]
+    (folder / "results.json").write_text(json.dumps({"runs": runs}))
+    return folder
+
+
+def test_the_semi_supervised_gain_of_each_side_paired_by_seed_and_the_goal(tmp_path: Path, capsys):
+    hand = _both_modes(tmp_path / "hand", {("crossmatch", 0): 0.67, ("supervised", 0): 0.38,
+                                           ("crossmatch", 1): 0.64, ("supervised", 1): 0.40})
+    # seed 1 lacks its supervised run on the auto side: only seed 0 has a gain on both sides
+    auto = _both_modes(tmp_path / "auto", {("crossmatch", 0): 0.66, ("supervised", 0): 0.30,
+                                           ("crossmatch", 1): 0.60})
+    out = tmp_path / "pairs.json"
+    assert paired_runs.main([str(hand), str(auto), "--names", "hand", "auto", "--goal", "2", "--json", str(out)]) == 0
+    written = json.loads(out.read_text())
+    gain = written["semi_supervised_gain"]
+    assert [g["seed"] for g in gain["seeds"]] == [0]
+    assert math.isclose(gain["a"]["mean"], 0.29) and math.isclose(gain["b"]["mean"], 0.36)
+    assert math.isclose(gain["difference"]["mean"], 0.07) and gain["difference"]["n"] == 1
+    # CrossMatch: -1 and -4 points, mean -2.5: short; supervised: -8, short; gain +7: better
+    assert written["goal"] == {"points": 2.0, "crossmatch": "short by more than 2 points",
+                               "supervised": "short by more than 2 points", "gain": "better"}
+    printed = capsys.readouterr().out
+    assert "semi-supervised gain (CrossMatch - supervised Dice, hand / auto): seed 0: +29.0 / +36.0" in printed
+    assert "gain difference auto - hand = +7.0 ± n/a; goal: better" in printed
+
+
+def test_goal_within_and_no_gain_without_supervised_runs(tmp_path: Path):
+    rows = paired_runs.pair_runs(paired_runs.load_runs(_results(tmp_path / "a", {0: 0.60, 1: 0.70})),
+                                 paired_runs.load_runs(_results(tmp_path / "b", {0: 0.59, 1: 0.68})))
+    summary = paired_runs.summarize(rows)
+    gains = paired_runs.semi_supervised_gains(rows)
+    assert gains["seeds"] == [] and math.isnan(gains["difference"]["mean"])
+    goals = paired_runs.goal_verdicts(summary, gains, 2.0)
+    assert goals["crossmatch"] == "within 2 points" and goals["gain"] == "not measured"
+    assert "semi-supervised gain" not in paired_runs.format_table(rows, summary, ("a", "b"), gains, goals)
