@@ -19,6 +19,10 @@ continues where it stopped. A training run that was interrupted continues from i
 ``timing.json`` lists the iterations it resumed at (``train_resumed_at``) with no wall time, since the interrupted
 part's was lost with its process.
 
+``--eval-name NAME --eval-set KEY=VALUE`` evaluates the same weights again with an evaluation override (e.g.
+``largest_component=True``, the auto bundle's connected-component filtering): the metrics go to
+``<run>/eval_<NAME>`` and the results to ``results_<NAME>.json``; the protocol's own evaluation is kept.
+
 Protocols (``--protocol``), sized for a CPU (about an hour per CrossMatch run on a 2-core machine):
 
 * ``acdc``: the 3 labeled patients of ``train_3_label.list`` (both frames), every other ``train.list`` volume
@@ -40,6 +44,8 @@ Examples::
     python benchmarks/real_data.py --protocol la --data ../shared/data/la --seeds 0 1 --jobs 2 --device cuda
     python benchmarks/real_data.py --reproduce acdc3 --data /data/ACDC --eval-list test.list --seeds 0 1 2
     python benchmarks/real_data.py --protocol acdc --out runs/real_data/acdc --report-only
+    python benchmarks/real_data.py --protocol acdc_auto --out runs/auto/acdc_auto --eval-name lcc \\
+        --eval-set largest_component=True
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ import csv
 import json
 import math
 import os
+import re
 import shlex
 import statistics
 import subprocess
@@ -228,6 +235,8 @@ class Run:
     folder: Path
     overrides: dict[str, Any]
     eval_overrides: dict[str, Any]
+    #: a named evaluation of the same weights (``--eval-name``): its metrics go to ``<folder>/eval_<name>``
+    eval_name: str | None = None
 
     @property
     def label(self) -> str:
@@ -242,8 +251,13 @@ class Run:
         return self.output_dir / "training_log.jsonl"
 
     @property
+    def metrics_dir(self) -> Path:
+        """Where the evaluation writes ``metrics.csv``: ``eval`` (beside the training log), or ``eval_<name>``."""
+        return self.output_dir if self.eval_name is None else self.folder / f"eval_{self.eval_name}"
+
+    @property
     def summary_file(self) -> Path:
-        return self.output_dir / "metrics_summary.csv"
+        return self.metrics_dir / "metrics_summary.csv"
 
     def _config(self, *names: str) -> str:
         files = [str(BUNDLES[self.protocol.bundle] / "configs" / n) for n in names]
@@ -265,6 +279,8 @@ class Run:
 
     def eval_command(self) -> list[str]:
         merged = {**self.overrides, **self.eval_overrides}
+        if self.eval_name is not None:
+            merged["metrics_output"] = str(self.metrics_dir)
         return [sys.executable, "-m", "monai.bundle", "run", "--config_file",
                 self._config("train.yaml", "evaluate.yaml"), *self._common(), *_override_args(merged)]
 
@@ -309,7 +325,13 @@ def make_runs(protocol: Protocol, args: argparse.Namespace, data: Path, out: Pat
                 if not key or not _:
                     raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
                 overrides[key] = value
-            runs.append(Run(protocol, mode, seed, folder, overrides, dict(protocol.eval_overrides)))
+            eval_overrides = dict(protocol.eval_overrides)
+            for item in getattr(args, "eval_set", None) or []:
+                key, _, value = item.partition("=")
+                if not key or not _:
+                    raise SystemExit(f"--eval-set expects KEY=VALUE, got {item!r}")
+                eval_overrides[key] = value
+            runs.append(Run(protocol, mode, seed, folder, overrides, eval_overrides, getattr(args, "eval_name", None)))
     return runs
 
 
@@ -503,7 +525,7 @@ def _mean_std(values: list[float]) -> dict[str, float | int]:
 
 def read_cases(run: Run) -> dict[str, Any]:
     """Per-case (ACDC: per volume and class) metrics of a run, and their means over cases."""
-    with open(run.output_dir / "metrics.csv", encoding="utf-8") as f:
+    with open(run.metrics_dir / "metrics.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     names = run.protocol.class_names
     cases: dict[str, dict[str, Any]] = {}
@@ -561,10 +583,21 @@ def run_description(protocol: Protocol, overrides: dict[str, Any]) -> str:
 _MISSING = object()
 
 
+def _evaluation_description(runs: list[Run]) -> str:
+    """What a named evaluation changed of the protocol's evaluation (empty for the protocol's own)."""
+    if not runs or runs[0].eval_name is None:
+        return ""
+    changed = [f"{key}={value}" for key, value in runs[0].eval_overrides.items()
+               if runs[0].protocol.eval_overrides.get(key, _MISSING) != value]
+    return (f"; EVALUATION '{runs[0].eval_name}' of the same weights (metrics in <run>/eval_{runs[0].eval_name})"
+            + (": " + ", ".join(changed) if changed else ""))
+
+
 def collect(runs: list[Run], protocol: Protocol, data: Path, args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "protocol": protocol.name,
-        "description": run_description(protocol, runs[0].overrides) if runs else protocol.description,
+        "description": (run_description(protocol, runs[0].overrides) if runs else protocol.description)
+        + _evaluation_description(runs),
         "bundle": str(BUNDLES[protocol.bundle].relative_to(REPO)),
         "dataset_dir": str(data),
         "evaluation_list": args.eval_list,
@@ -757,6 +790,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of each run")
     parser.add_argument("--num-workers", type=int, help="DataLoader workers per loader")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="extra config override (repeatable)")
+    parser.add_argument("--eval-set", action="append", metavar="KEY=VALUE",
+                        help="override of the evaluation only (repeatable; needs --eval-name), e.g. "
+                             "largest_component=True: the trained weights are evaluated again")
+    parser.add_argument("--eval-name", help="name of that evaluation: its metrics go to <run>/eval_<NAME> and the "
+                                            "results to <out>/results_<NAME>.json, the protocol's own are kept")
     parser.add_argument("--overlay-cases", type=int, default=3, help="cases shown in overlays.png")
     parser.add_argument("--force", action="store_true", help="repeat runs that already have results")
     parser.add_argument("--time-limit", type=float, metavar="MINUTES",
@@ -764,7 +802,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--report-only", action="store_true", help="only aggregate existing runs and plot")
     parser.add_argument("--dry-run", action="store_true", help="print the commands and stop")
     parser.add_argument("--yes", action="store_true", help="go on with a paper setting without a GPU")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.eval_set and args.eval_name is None:
+        parser.error("--eval-set needs --eval-name NAME, so that the protocol's own evaluation is not overwritten")
+    if args.eval_name is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", args.eval_name):
+        parser.error(f"--eval-name: {args.eval_name!r} is not a folder name (letters, digits, '_' and '-')")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -811,7 +854,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"all runs finished in {(time.time() - start) / 60:.1f} min", flush=True)
     results = collect(runs, protocol, data, args)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    suffix = "" if args.eval_name is None else f"_{args.eval_name}"
+    (out / f"results{suffix}.json").write_text(json.dumps(results, indent=1, default=float))
     print(format_table(results), flush=True)
     if results["runs"]:
         plot_curves([r for r in runs if r.training_log.exists()], out / "curves.png")
@@ -819,10 +863,13 @@ def main(argv: list[str] | None = None) -> int:
             import torch
 
             device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-            plot_overlays(runs, out / "overlays.png", args.overlay_cases, device)
+            if args.eval_name is None:
+                plot_overlays(runs, out / "overlays.png", args.overlay_cases, device)
+            else:  # the overlays draw the network's argmax, the same for every evaluation of the weights
+                print(f"overlays: the protocol's own evaluation has them ({out / 'overlays.png'})", flush=True)
         except Exception as error:  # a plot must not lose the numbers above
             print(f"overlays.png not written: {type(error).__name__}: {error}", flush=True)
-        print(f"wrote {out / 'results.json'}, {out / 'curves.png'}, {out / 'overlays.png'}", flush=True)
+        print(f"wrote {out / f'results{suffix}.json'} and {out / 'curves.png'}", flush=True)
     return 0
 
 

@@ -150,6 +150,9 @@ def _finish_like_the_bundle(calls):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "model.pt").write_bytes(b"weights")
         out = Path(command[command.index("--output_dir") + 1]) if "--output_dir" in command else None
+        if "--metrics_output" in command:
+            out = Path(command[command.index("--metrics_output") + 1])
+            out.mkdir(parents=True, exist_ok=True)
         if out is not None and "evaluate.yaml" in " ".join(command):
             (out / "metrics_summary.csv").write_text("scope,metric,mean,std,n\n")
         return 0, 12.5
@@ -203,3 +206,34 @@ def test_fewer_iterations_shrink_the_auto_bundles_budget_with_them(tmp_path):
     plain = real_data.make_runs(real_data.PROTOCOLS["la_auto"], real_data.parse_args(["--protocol", "la_auto"]),
                                 tmp_path, tmp_path / "out2")[0]
     assert plain.overrides["cpu_hours"] == full["cpu_hours"]
+
+
+def test_a_named_evaluation_scores_the_same_weights_again_beside_the_protocols_own(tmp_path, monkeypatch, capsys):
+    data = _data(tmp_path)
+    with pytest.raises(SystemExit):  # an evaluation override would overwrite the protocol's own metrics
+        real_data.parse_args(["--protocol", "acdc_auto", "--eval-set", "largest_component=True"])
+    with pytest.raises(SystemExit):
+        real_data.parse_args(["--protocol", "acdc_auto", "--eval-name", "../x", "--eval-set", "a=1"])
+    capsys.readouterr()
+    args = real_data.parse_args(["--protocol", "acdc_auto", "--seeds", "0", "--modes", "crossmatch", "--eval-name",
+                                 "lcc", "--eval-set", "largest_component=True"])
+    run = real_data.make_runs(real_data.PROTOCOLS["acdc_auto"], args, data, tmp_path / "out")[0]
+    command = run.eval_command()
+    assert command[command.index("--largest_component") + 1] == "True"
+    assert command[command.index("--metrics_output") + 1] == str(run.folder / "eval_lcc")
+    assert command[command.index("--checkpoint") + 1] == "$@ckpt_dir + '/model.pt'"  # the protocol's own kept
+    assert "--largest_component" not in run.train_command()
+    # trained and evaluated already: only the named evaluation runs, into its own folder
+    _fake_run(run, {"v1": (0.9, 0.9, 0.9)})
+    (run.folder / "models").mkdir(parents=True)
+    (run.folder / "models" / "model.pt").write_bytes(b"weights")
+    calls: list = []
+    monkeypatch.setattr(real_data, "_run_logged", _finish_like_the_bundle(calls))
+    real_data.execute(run, real_data.Progress(), force=False, threads=None)
+    assert len(calls) == 1 and "evaluate.yaml" in " ".join(calls[0][0])
+    assert run.summary_file == run.folder / "eval_lcc" / "metrics_summary.csv" and run.summary_file.is_file()
+    (run.folder / "eval_lcc" / "metrics.csv").write_text("case,class,dice,jaccard,hd95,asd\nv1,1,0.5,0.3,2,1\n")
+    results = real_data.collect([run], real_data.PROTOCOLS["acdc_auto"], data, args)
+    assert results["runs"][0]["summary"]["dice"]["mean"] == pytest.approx(0.5)  # eval_lcc's, not eval's 0.9
+    assert "EVALUATION 'lcc' of the same weights" in results["description"]
+    assert "largest_component=True" in results["description"]
