@@ -87,6 +87,16 @@ def test_train_evaluate_infer_through_config_workflow(dataset: Path, tmp_path: P
     assert protocol["protocol"]["training"]["skipped_steps"] == 0
     dice = np.mean([float(r["dice"]) for r in rows])
     assert protocol["summary"]["dice"]["mean"] == pytest.approx(dice, abs=1e-5)
+    assert protocol["protocol"]["postprocessing"] == "argmax, no connected-component filtering"
+    # the same weights with connected-component filtering, into another folder: recorded in the protocol
+    kept = _workflow(["train.yaml", "evaluate.yaml"], "train", largest_component=True,
+                     metrics_output=str(tmp_path / "eval_kept"), **TINY, **out)
+    kept.run()
+    kept.finalize()
+    kept_protocol = json.loads((tmp_path / "eval_kept" / "metrics_protocol.json").read_text())["protocol"]
+    assert kept_protocol["postprocessing"] == "argmax, then the largest connected component of each class"
+    with open(tmp_path / "eval_kept" / "metrics.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(rows)
 
     # inference on the raw NIfTI frames and on the HDF5 stacks of the same volumes
     common = {"checkpoint": str(tmp_path / "models" / "model.pt"), "image_size": [32, 32], "sw_batch_size": 4}

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigWorkflow
+from scipy import ndimage
 
 from crossmatch_ext.data.decathlon import write_decathlon_dataset
 from crossmatch_ext.planning import read_plan
@@ -111,6 +112,22 @@ def test_plan_train_evaluate_infer_export_through_the_cli(folders, tmp_path: Pat
         seg, original = nib.load(out / f"{name}_seg.nii.gz"), nib.load(image)
         assert seg.shape == original.shape and np.allclose(seg.affine, original.affine, atol=1e-4)
         assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2}
+    if kind == "mr":
+        # the connected-component switch: one piece per foreground class, in inference and in the evaluation
+        kept = tmp_path / "kept"
+        run_bundle_cli("run", "--config_file", INFERENCE, "--dataset_dir", str(images), "--ckpt_dir",
+                       str(run / "models"), "--output_dir", str(kept), "--largest_component", "True", timeout=600)
+        for image in images.iterdir():
+            name = image.name.replace(".nii.gz", "")
+            plain = np.asarray(nib.load(out / f"{name}_seg.nii.gz").dataobj)
+            filtered = np.asarray(nib.load(kept / f"{name}_seg.nii.gz").dataobj)
+            for label in (1, 2):
+                pieces = ndimage.label(filtered == label, structure=np.ones((3, 3, 3)))[1]
+                assert pieces <= 1 and np.all((filtered == label) <= (plain == label))
+        _run(EVALUATE, data, run, "--largest_component", "True", "--metrics_output", str(tmp_path / "eval_kept"))
+        kept_protocol = json.loads((tmp_path / "eval_kept" / "metrics_protocol.json").read_text())["protocol"]
+        assert kept_protocol["postprocessing"].startswith("argmax, then the largest connected component")
+        assert protocol["postprocessing"] == "argmax, no connected-component filtering"
 
     # TorchScript export of the planned network, loadable with torch alone, equal to the checkpoint
     exported = tmp_path / "model.ts"
