@@ -256,6 +256,11 @@ class Run:
         return self.output_dir if self.eval_name is None else self.folder / f"eval_{self.eval_name}"
 
     @property
+    def eval_wall_key(self) -> str:
+        """The evaluation's wall time in ``timing.json``: a named evaluation keeps the protocol's own."""
+        return "eval_wall_s" if self.eval_name is None else f"eval_{self.eval_name}_wall_s"
+
+    @property
     def summary_file(self) -> Path:
         return self.metrics_dir / "metrics_summary.csv"
 
@@ -472,7 +477,7 @@ def execute(run: Run, progress: Progress, force: bool, threads: int | None) -> d
         progress.set(run, None)
         if rc != 0 or not run.summary_file.exists():
             raise RuntimeError(f"{run.label}: evaluation failed (exit {rc}); see {run.folder / 'eval.log'}")
-        timing["eval_wall_s"] = seconds
+        timing[run.eval_wall_key] = seconds
     progress.set(run, None)
     timing_file.write_text(json.dumps(timing, indent=1))
     return timing
@@ -634,7 +639,7 @@ def collect(runs: list[Run], protocol: Protocol, data: Path, args: argparse.Name
             "train_command": " ".join(shlex.quote(c) for c in run.train_command()),
             "eval_command": " ".join(shlex.quote(c) for c in run.eval_command()),
             "train_wall_s": timing.get("train_wall_s"),
-            "eval_wall_s": timing.get("eval_wall_s"),
+            "eval_wall_s": timing.get(run.eval_wall_key),
             "s_per_iteration": _s_per_iteration(run),
             **metrics,
         }
