@@ -256,6 +256,11 @@ class Run:
         return self.output_dir if self.eval_name is None else self.folder / f"eval_{self.eval_name}"
 
     @property
+    def eval_log(self) -> Path:
+        """The evaluation's console log: ``eval.log``, or ``eval_<name>.log`` for a named evaluation."""
+        return self.folder / ("eval.log" if self.eval_name is None else f"eval_{self.eval_name}.log")
+
+    @property
     def eval_wall_key(self) -> str:
         """The evaluation's wall time in ``timing.json``: a named evaluation keeps the protocol's own."""
         return "eval_wall_s" if self.eval_name is None else f"eval_{self.eval_name}_wall_s"
@@ -473,10 +478,10 @@ def execute(run: Run, progress: Progress, force: bool, threads: int | None) -> d
         timing["train_wall_s"] = None if timing.get("train_resumed_at") else seconds
     if force or not run.summary_file.exists():
         progress.set(run, "evaluating")
-        rc, seconds = _run_logged(run.eval_command(), run.folder / "eval.log", env)
+        rc, seconds = _run_logged(run.eval_command(), run.eval_log, env)
         progress.set(run, None)
         if rc != 0 or not run.summary_file.exists():
-            raise RuntimeError(f"{run.label}: evaluation failed (exit {rc}); see {run.folder / 'eval.log'}")
+            raise RuntimeError(f"{run.label}: evaluation failed (exit {rc}); see {run.eval_log}")
         timing[run.eval_wall_key] = seconds
     progress.set(run, None)
     timing_file.write_text(json.dumps(timing, indent=1))

@@ -228,11 +228,15 @@ def test_a_named_evaluation_scores_the_same_weights_again_beside_the_protocols_o
     (run.folder / "models").mkdir(parents=True)
     (run.folder / "models" / "model.pt").write_bytes(b"weights")
     calls: list = []
-    monkeypatch.setattr(real_data, "_run_logged", _finish_like_the_bundle(calls))
+    logs: list = []
+    finish = _finish_like_the_bundle(calls)
+    monkeypatch.setattr(real_data, "_run_logged", lambda command, log, env, append=False: (
+        logs.append(log), finish(command, log, env, append))[1])
     (run.folder / "timing.json").write_text(json.dumps({"train_wall_s": 100.0, "eval_wall_s": 30.0}))
     timing = real_data.execute(run, real_data.Progress(), force=False, threads=None)
     assert len(calls) == 1 and "evaluate.yaml" in " ".join(calls[0][0])
     assert timing == {"train_wall_s": 100.0, "eval_wall_s": 30.0, "eval_lcc_wall_s": 12.5}
+    assert logs == [run.folder / "eval_lcc.log"]  # the protocol's own eval.log is kept
     assert run.summary_file == run.folder / "eval_lcc" / "metrics_summary.csv" and run.summary_file.is_file()
     (run.folder / "eval_lcc" / "metrics.csv").write_text("case,class,dice,jaccard,hd95,asd\nv1,1,0.5,0.3,2,1\n")
     results = real_data.collect([run], real_data.PROTOCOLS["acdc_auto"], data, args)
